@@ -1,0 +1,515 @@
+/* blockd/api.c — the HTTP/JSON API (docs/API.md), on libmicrohttpd's own
+ * thread.  It only manages volumes: no data goes through it. */
+#include "blockd/internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <json-c/json.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "common/size.h"
+
+#define MAX_BODY (64 * 1024)
+
+static struct MHD_Daemon *api_daemon;
+
+struct req_ctx {
+  char *body;
+  size_t len;
+  bool too_big;
+};
+
+/* ---- responses --------------------------------------------------------------- */
+static enum MHD_Result
+send_json (struct MHD_Connection *conn, unsigned status, json_object *o)
+{
+  const char *s = o ? json_object_to_json_string_ext (o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE) : "";
+  struct MHD_Response *r = MHD_create_response_from_buffer (strlen (s), (void *) s,
+                                                            MHD_RESPMEM_MUST_COPY);
+  if (o)
+    MHD_add_response_header (r, "Content-Type", "application/json");
+  enum MHD_Result ret = MHD_queue_response (conn, status, r);
+  MHD_destroy_response (r);
+  json_object_put (o);
+  return ret;
+}
+
+static const char *
+code_of (unsigned status)
+{
+  switch (status) {
+  case 400: return "invalid_argument";
+  case 404: return "not_found";
+  case 405: return "method_not_allowed";
+  case 409: return "conflict";
+  case 413: return "payload_too_large";
+  case 507: return "no_space";
+  default: return "internal";
+  }
+}
+
+static enum MHD_Result
+send_error (struct MHD_Connection *conn, unsigned status, const char *fmt, ...)
+  __attribute__ ((format (printf, 3, 4)));
+static enum MHD_Result
+send_error (struct MHD_Connection *conn, unsigned status, const char *fmt, ...)
+{
+  char msg[600];
+  va_list ap;
+  va_start (ap, fmt);
+  vsnprintf (msg, sizeof msg, fmt, ap);
+  va_end (ap);
+  json_object *e = json_object_new_object ();
+  json_object_object_add (e, "code", json_object_new_string (code_of (status)));
+  json_object_object_add (e, "message", json_object_new_string (msg));
+  json_object *o = json_object_new_object ();
+  json_object_object_add (o, "error", e);
+  return send_json (conn, status, o);
+}
+
+static unsigned
+status_of_errno (int err)
+{
+  switch (err) {
+  case EINVAL: return 400;
+  case ENOENT: return 404;
+  case EEXIST: case EBUSY: return 409;
+  case ENOSPC: return 507;
+  default: return 500;
+  }
+}
+
+static json_object *
+volume_json (const struct vol_info *vi)
+{
+  char created[32], uri[400];
+  struct tm tm;
+  time_t t = (time_t) vi->created;
+  gmtime_r (&t, &tm);
+  strftime (created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  blk_nbd_uri (vi->name, uri, sizeof uri);
+  json_object *o = json_object_new_object ();
+  json_object_object_add (o, "id", json_object_new_string (vi->id));
+  json_object_object_add (o, "name", json_object_new_string (vi->name));
+  json_object_object_add (o, "size", json_object_new_int64 ((int64_t) vi->size));
+  json_object_object_add (o, "allocated", json_object_new_int64 ((int64_t) vi->allocated));
+  json_object_object_add (o, "type", json_object_new_string (vi->type));
+  json_object_object_add (o, "status", json_object_new_string (vol_status_name (vol_info_status (vi))));
+  json_object_object_add (o, "created", json_object_new_string (created));
+  json_object_object_add (o, "connections", json_object_new_int ((int) vi->connections));
+  json_object_object_add (o, "nbd_uri", json_object_new_string (uri));
+  return o;
+}
+
+/* ---- request bodies ------------------------------------------------------------ */
+
+/* Parse the body as a JSON object whose keys are all in allowed (NULL
+ * terminated).  Returns the object, or NULL after sending a 400. */
+static json_object *
+parse_body (struct MHD_Connection *conn, struct req_ctx *rc, const char *const *allowed,
+            enum MHD_Result *ret)
+{
+  if (rc->len == 0) {
+    *ret = send_error (conn, 400, "request body is empty: send a JSON object");
+    return NULL;
+  }
+  json_tokener *tok = json_tokener_new ();
+  json_object *o = json_tokener_parse_ex (tok, rc->body, (int) rc->len);
+  enum json_tokener_error jerr = json_tokener_get_error (tok);
+  size_t used = json_tokener_get_parse_end (tok);
+  json_tokener_free (tok);
+  if (o == NULL || jerr != json_tokener_success) {
+    json_object_put (o);
+    *ret = send_error (conn, 400, "request body is not valid JSON: %s",
+                       jerr == json_tokener_continue ? "it ends too early"
+                                                     : json_tokener_error_desc (jerr));
+    return NULL;
+  }
+  for (; used < rc->len; used++)
+    if (!strchr (" \t\r\n", rc->body[used])) {
+      json_object_put (o);
+      *ret = send_error (conn, 400, "request body has data after the JSON object");
+      return NULL;
+    }
+  if (!json_object_is_type (o, json_type_object)) {
+    json_object_put (o);
+    *ret = send_error (conn, 400, "request body must be a JSON object");
+    return NULL;
+  }
+  json_object_object_foreach (o, key, val) {
+    (void) val;
+    bool ok = false;
+    for (const char *const *a = allowed; *a; a++)
+      ok |= strcmp (key, *a) == 0;
+    if (!ok) {
+      char list[128] = "";
+      for (const char *const *a = allowed; *a; a++)
+        snprintf (list + strlen (list), sizeof list - strlen (list), "%s%s",
+                  a == allowed ? "" : ", ", *a);
+      *ret = send_error (conn, 400, "unknown field \"%.64s\" (fields: %s)", key, list);
+      json_object_put (o);
+      return NULL;
+    }
+  }
+  return o;
+}
+
+/* Size from a JSON integer or a string with a suffix.  Returns 0, or -1
+ * after sending a 400. */
+static int
+json_size (struct MHD_Connection *conn, json_object *v, const char *what, uint64_t *out,
+           enum MHD_Result *ret)
+{
+  if (json_object_is_type (v, json_type_int)) {
+    int64_t i = json_object_get_int64 (v);
+    if (i == INT64_MAX) {
+      errno = 0;
+      uint64_t u = json_object_get_uint64 (v);
+      if (errno == 0 && u != UINT64_MAX) {
+        *out = u;
+        return 0;
+      }
+      *ret = send_error (conn, 400, "%s is too large (at most 256T)", what);
+      return -1;
+    }
+    if (i <= 0) {
+      *ret = send_error (conn, 400, "%s %lld is invalid (must be a positive multiple of 512 bytes)",
+                         what, (long long) i);
+      return -1;
+    }
+    *out = (uint64_t) i;
+    return 0;
+  }
+  if (json_object_is_type (v, json_type_string)) {
+    const char *s = json_object_get_string (v);
+    int r = size_parse (s, out);
+    if (r == -ERANGE) {
+      *ret = send_error (conn, 400, "%s \"%.40s\" is too large (at most 256T)", what, s);
+      return -1;
+    }
+    if (r < 0) {
+      *ret = send_error (conn, 400, "%s \"%.40s\" is not a size (use bytes or a suffix: 512, 4K, 10G, 2T)",
+                         what, s);
+      return -1;
+    }
+    return 0;
+  }
+  *ret = send_error (conn, 400, "%s must be a whole number of bytes or a string such as \"10G\"", what);
+  return -1;
+}
+
+/* ---- handlers ---------------------------------------------------------------- */
+static int
+cmp_size (const void *a, const void *b)
+{
+  uint64_t x = ((const struct vol_info *) a)->size, y = ((const struct vol_info *) b)->size;
+  return x < y ? -1 : x > y ? 1 : strcmp (((const struct vol_info *) a)->name, ((const struct vol_info *) b)->name);
+}
+
+static int
+cmp_created (const void *a, const void *b)
+{
+  int64_t x = ((const struct vol_info *) a)->created, y = ((const struct vol_info *) b)->created;
+  return x < y ? -1 : x > y ? 1 : strcmp (((const struct vol_info *) a)->name, ((const struct vol_info *) b)->name);
+}
+
+static enum MHD_Result
+list_volumes (struct MHD_Connection *conn)
+{
+  const char *prefix = MHD_lookup_connection_value (conn, MHD_GET_ARGUMENT_KIND, "prefix");
+  const char *status = MHD_lookup_connection_value (conn, MHD_GET_ARGUMENT_KIND, "status");
+  const char *sort = MHD_lookup_connection_value (conn, MHD_GET_ARGUMENT_KIND, "sort");
+  const char *order = MHD_lookup_connection_value (conn, MHD_GET_ARGUMENT_KIND, "order");
+  if (status && strcmp (status, "available") && strcmp (status, "in-use"))
+    return send_error (conn, 400, "status \"%.40s\" is invalid (available or in-use)", status);
+  if (sort && strcmp (sort, "name") && strcmp (sort, "size") && strcmp (sort, "created"))
+    return send_error (conn, 400, "sort \"%.40s\" is invalid (name, size or created)", sort);
+  if (order && strcmp (order, "asc") && strcmp (order, "desc"))
+    return send_error (conn, 400, "order \"%.40s\" is invalid (asc or desc)", order);
+
+  struct vol_info *vi;
+  size_t n;
+  if (vol_list (blk_store, &vi, &n) < 0)
+    return send_error (conn, 500, "out of memory listing volumes");
+  if (sort && strcmp (sort, "size") == 0)
+    qsort (vi, n, sizeof *vi, cmp_size);
+  else if (sort && strcmp (sort, "created") == 0)
+    qsort (vi, n, sizeof *vi, cmp_created);
+  bool desc = order && strcmp (order, "desc") == 0;
+  json_object *arr = json_object_new_array ();
+  for (size_t k = 0; k < n; k++) {
+    const struct vol_info *v = &vi[desc ? n - 1 - k : k];
+    if (prefix && strncmp (v->name, prefix, strlen (prefix)) != 0)
+      continue;
+    if (status && strcmp (status, vol_status_name (vol_info_status (v))) != 0)
+      continue;
+    json_object_array_add (arr, volume_json (v));
+  }
+  free (vi);
+  json_object *o = json_object_new_object ();
+  json_object_object_add (o, "volumes", arr);
+  return send_json (conn, 200, o);
+}
+
+static enum MHD_Result
+create_volume (struct MHD_Connection *conn, struct req_ctx *rc)
+{
+  static const char *const fields[] = { "name", "size", "type", NULL };
+  enum MHD_Result ret;
+  json_object *o = parse_body (conn, rc, fields, &ret);
+  if (o == NULL)
+    return ret;
+  json_object *jn, *js, *jt;
+  if (!json_object_object_get_ex (o, "name", &jn) || !json_object_is_type (jn, json_type_string)) {
+    json_object_put (o);
+    return send_error (conn, 400, "field \"name\" is required and must be a string");
+  }
+  if (!json_object_object_get_ex (o, "size", &js)) {
+    json_object_put (o);
+    return send_error (conn, 400, "field \"size\" is required (bytes, or a string such as \"10G\")");
+  }
+  const char *type = NULL;
+  if (json_object_object_get_ex (o, "type", &jt)) {
+    if (!json_object_is_type (jt, json_type_string)) {
+      json_object_put (o);
+      return send_error (conn, 400, "field \"type\" must be a string");
+    }
+    type = json_object_get_string (jt);
+  }
+  const char *name = json_object_get_string (jn);
+  if (strlen (name) != (size_t) json_object_get_string_len (jn)) {
+    json_object_put (o);
+    return send_error (conn, 400, "volume name must not contain NUL characters");
+  }
+  uint64_t size;
+  char what[120];
+  snprintf (what, sizeof what, "volume \"%.63s\": size", name);
+  if (json_size (conn, js, what, &size, &ret) < 0) {
+    json_object_put (o);
+    return ret;
+  }
+  char err[400];
+  struct vol_info vi;
+  int r = vol_create (blk_store, name, size, type, &vi, err, sizeof err);
+  json_object_put (o);
+  if (r < 0)
+    return send_error (conn, status_of_errno (-r), "%s", err);
+  return send_json (conn, 201, volume_json (&vi));
+}
+
+static enum MHD_Result
+resize_volume (struct MHD_Connection *conn, const char *name, struct req_ctx *rc)
+{
+  static const char *const fields[] = { "size", NULL };
+  enum MHD_Result ret;
+  json_object *o = parse_body (conn, rc, fields, &ret);
+  if (o == NULL)
+    return ret;
+  json_object *js;
+  if (!json_object_object_get_ex (o, "size", &js)) {
+    json_object_put (o);
+    return send_error (conn, 400, "field \"size\" is required (bytes, or a string such as \"20G\")");
+  }
+  uint64_t size;
+  char what[120];
+  snprintf (what, sizeof what, "volume \"%.63s\": size", name);
+  int r = json_size (conn, js, what, &size, &ret);
+  json_object_put (o);
+  if (r < 0)
+    return ret;
+  char err[400];
+  struct vol_info vi;
+  if ((r = vol_resize (blk_store, name, size, &vi, err, sizeof err)) < 0)
+    return send_error (conn, status_of_errno (-r), "%s", err);
+  return send_json (conn, 200, volume_json (&vi));
+}
+
+static enum MHD_Result
+volume_item (struct MHD_Connection *conn, const char *method, const char *name, struct req_ctx *rc)
+{
+  char err[400];
+  struct vol_info vi;
+  int r;
+  if (strcmp (method, "GET") == 0) {
+    if ((r = vol_stat (blk_store, name, &vi, err, sizeof err)) < 0)
+      return send_error (conn, status_of_errno (-r), "%s", err);
+    return send_json (conn, 200, volume_json (&vi));
+  }
+  if (strcmp (method, "PATCH") == 0)
+    return resize_volume (conn, name, rc);
+  if (strcmp (method, "DELETE") == 0) {
+    const char *f = MHD_lookup_connection_value (conn, MHD_GET_ARGUMENT_KIND, "force");
+    bool force = f && (strcmp (f, "true") == 0 || strcmp (f, "1") == 0 || strcmp (f, "yes") == 0);
+    if ((r = vol_delete (blk_store, name, force, err, sizeof err)) < 0)
+      return send_error (conn, status_of_errno (-r), "%s", err);
+    return send_json (conn, 204, NULL);
+  }
+  return MHD_NO + 2;   /* not handled: method not allowed */
+}
+
+static enum MHD_Result
+not_allowed (struct MHD_Connection *conn, const char *method, const char *url, const char *allow)
+{
+  json_object *e = json_object_new_object ();
+  char msg[300];
+  snprintf (msg, sizeof msg, "method %.16s is not allowed on %.200s (allowed: %s)", method, url, allow);
+  json_object_object_add (e, "code", json_object_new_string ("method_not_allowed"));
+  json_object_object_add (e, "message", json_object_new_string (msg));
+  json_object *o = json_object_new_object ();
+  json_object_object_add (o, "error", e);
+  const char *s = json_object_to_json_string_ext (o, JSON_C_TO_STRING_PRETTY);
+  struct MHD_Response *r = MHD_create_response_from_buffer (strlen (s), (void *) s, MHD_RESPMEM_MUST_COPY);
+  MHD_add_response_header (r, "Content-Type", "application/json");
+  MHD_add_response_header (r, "Allow", allow);
+  enum MHD_Result ret = MHD_queue_response (conn, 405, r);
+  MHD_destroy_response (r);
+  json_object_put (o);
+  return ret;
+}
+
+static enum MHD_Result
+route (struct MHD_Connection *conn, const char *url, const char *method, struct req_ctx *rc)
+{
+  if (strcmp (url, "/v1/health") == 0) {
+    if (strcmp (method, "GET"))
+      return not_allowed (conn, method, url, "GET");
+    json_object *o = json_object_new_object ();
+    json_object_object_add (o, "status", json_object_new_string ("ok"));
+    json_object_object_add (o, "version", json_object_new_string (BLOCKD_VERSION));
+    return send_json (conn, 200, o);
+  }
+  if (strcmp (url, "/v1/pool") == 0) {
+    if (strcmp (method, "GET"))
+      return not_allowed (conn, method, url, "GET");
+    struct vol_pool_info pi;
+    vol_store_pool_info (blk_store, &pi);
+    json_object *o = json_object_new_object ();
+    json_object_object_add (o, "capacity", json_object_new_int64 ((int64_t) pi.capacity));
+    json_object_object_add (o, "allocated", json_object_new_int64 ((int64_t) pi.allocated));
+    json_object_object_add (o, "free", json_object_new_int64 ((int64_t) pi.free));
+    json_object_object_add (o, "chunk_size", json_object_new_int64 (pi.chunk_size));
+    json_object_object_add (o, "volumes", json_object_new_int ((int) pi.volumes));
+    json_object_object_add (o, "data_dir", json_object_new_string (pi.dir));
+    return send_json (conn, 200, o);
+  }
+  if (strcmp (url, "/v1/volumes") == 0 || strcmp (url, "/v1/volumes/") == 0) {
+    if (strcmp (method, "GET") == 0)
+      return list_volumes (conn);
+    if (strcmp (method, "POST") == 0)
+      return create_volume (conn, rc);
+    return not_allowed (conn, method, url, "GET, POST");
+  }
+  if (strncmp (url, "/v1/volumes/", 12) == 0 && url[12] && !strchr (url + 12, '/')) {
+    enum MHD_Result r = volume_item (conn, method, url + 12, rc);
+    if (r == MHD_NO + 2)
+      return not_allowed (conn, method, url, "GET, PATCH, DELETE");
+    return r;
+  }
+  return send_error (conn, 404, "no such API path: %s %.200s (see docs/API.md)", method, url);
+}
+
+static enum MHD_Result
+on_request (void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+            const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+  struct req_ctx *rc = *con_cls;
+  if (rc == NULL) {
+    rc = calloc (1, sizeof *rc);
+    if (rc == NULL)
+      return MHD_NO;
+    *con_cls = rc;
+    return MHD_YES;
+  }
+  if (*upload_data_size) {
+    size_t n = *upload_data_size;
+    *upload_data_size = 0;
+    if (rc->too_big || rc->len + n > MAX_BODY) {
+      rc->too_big = true;
+      return MHD_YES;           /* keep reading, answer 413 at the end */
+    }
+    char *b = realloc (rc->body, rc->len + n + 1);
+    if (b == NULL)
+      return MHD_NO;
+    memcpy (b + rc->len, upload_data, n);
+    rc->body = b;
+    rc->len += n;
+    rc->body[rc->len] = '\0';
+    return MHD_YES;
+  }
+  if (rc->too_big)
+    return send_error (conn, 413, "request body is larger than %d bytes", MAX_BODY);
+  log_debug ("api: %s %s", method, url);
+  return route (conn, url, method, rc);
+}
+
+static void
+on_completed (void *cls, struct MHD_Connection *conn, void **con_cls,
+              enum MHD_RequestTerminationCode toe)
+{
+  struct req_ctx *rc = *con_cls;
+  if (rc) {
+    free (rc->body);
+    free (rc);
+  }
+  *con_cls = NULL;
+}
+
+static void
+on_mhd_log (void *cls, const char *fmt, va_list ap)
+{
+  char msg[300];
+  vsnprintf (msg, sizeof msg, fmt, ap);
+  size_t n = strlen (msg);
+  if (n && msg[n - 1] == '\n')
+    msg[n - 1] = '\0';
+  log_warn ("api: %s", msg);
+}
+
+int
+blk_api_start (const char *hostport, char *err, size_t errlen)
+{
+  char host[128], port[16];
+  int p;
+  if (blk_split_hostport (hostport, host, sizeof host, &p) < 0) {
+    snprintf (err, errlen, "api: \"%s\" is not HOST:PORT", hostport);
+    return -EINVAL;
+  }
+  snprintf (port, sizeof port, "%d", p);
+  struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+  struct addrinfo *ai;
+  int r = getaddrinfo (host, port, &hints, &ai);
+  if (r) {
+    snprintf (err, errlen, "api: cannot resolve %s: %s", hostport, gai_strerror (r));
+    return -EINVAL;
+  }
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+  if (ai->ai_family == AF_INET6)
+    flags |= MHD_USE_IPv6;
+  api_daemon = MHD_start_daemon (flags, (uint16_t) p, NULL, NULL, on_request, NULL,
+                                 MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                                 MHD_OPTION_CONNECTION_LIMIT, 256u,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+                                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+                                 MHD_OPTION_END);
+  freeaddrinfo (ai);
+  if (api_daemon == NULL) {
+    snprintf (err, errlen, "api: cannot listen on %s (address in use?)", hostport);
+    return -EADDRINUSE;
+  }
+  return 0;
+}
+
+void
+blk_api_stop (void)
+{
+  if (api_daemon)
+    MHD_stop_daemon (api_daemon);
+  api_daemon = NULL;
+}

@@ -1,0 +1,819 @@
+/* blockd/conn.c — one NBD connection: the socket side of the protocol.
+ *
+ * The bytes go through nbd/ (handshake state machine, request validation,
+ * reply encoding); the requests go to volume/.  Many requests are in flight
+ * at once and answered as they finish; the replies ready after a batch of
+ * completions leave in one sendmsg.
+ *
+ * States (struct blk_conn.state):
+ *   HANDSHAKE     option haggling (nbd_hs_*)
+ *   TRANSMISSION  reading and executing requests
+ *   DRAINING      reading no more (NBD_CMD_DISC, end of stream, shutdown,
+ *                 volume deleted): every request already read is completed
+ *                 and answered, then the connection closes
+ *   DEAD          the stream is broken (c->error says why): in-flight
+ *                 volume I/O is waited for, nothing more is sent
+ */
+#include "blockd/internal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+#define RBUF_SIZE        (256 * 1024)
+#define DIRECT_MIN       (64 * 1024)     /* payloads larger go straight into the request buffer */
+#define MAX_CONN_BYTES   (96ull << 20)   /* request buffers in flight per connection */
+#define KEEP_BUF_MAX     (1u << 20)      /* larger request buffers are freed after use */
+#define IOV_BATCH        192
+#define MAX_EXTENTS      1024
+#define MSG_MAX          160
+
+enum conn_state { CONN_HANDSHAKE, CONN_TRANSMISSION, CONN_DRAINING, CONN_DEAD };
+
+struct blk_req {
+  struct vol_io io;             /* io.opaque == this */
+  struct blk_conn *conn;
+  struct nbd_request r;
+  uint8_t hdr[NBD_CHUNK_HDR_LEN + 6 + MSG_MAX];
+  uint32_t hdrlen;
+  void *buf;                    /* data buffer, aligned; kept for reuse */
+  size_t bufcap;
+  uint32_t datalen;             /* bytes of buf sent after hdr */
+  uint8_t *extra;               /* block status descriptors */
+  uint32_t extralen;
+  uint32_t payload_got;
+  size_t charged;               /* bytes counted in conn->inflight_bytes */
+  struct blk_req *next;
+};
+
+struct blk_conn {
+  struct blk_loop *loop;
+  int fd;
+  enum conn_state state;
+  char error[200];
+  char peer[64];
+  int64_t started;
+
+  struct nbd_handshake hs;
+  struct nbd_buf hsout;         /* handshake replies not yet sent */
+  size_t hsout_sending;         /* bytes of hsout in the current sendmsg */
+  struct nbd_session sess;
+  struct volume *vol;
+  struct vol_session vs;
+
+  uint8_t *rbuf;
+  size_t rlen;
+  bool recv_armed, recv_direct, send_armed;
+  struct blk_req *payload_req;  /* a WRITE still receiving its payload */
+  uint64_t discard_left;        /* payload of a refused request still to skip */
+
+  struct blk_req *sendq_head, *sendq_tail;
+  struct blk_req *sending;
+  struct iovec iov[IOV_BATCH];
+  unsigned niov, iov_first;
+  struct msghdr msg;
+
+  unsigned inflight;            /* requests read and not yet released */
+  uint64_t inflight_bytes;
+  struct blk_req *free_reqs;
+  atomic_bool kicked;
+
+  struct blk_conn *next, *prev; /* the loop's connections */
+  struct blk_conn *next_dirty;
+  bool dirty;
+};
+
+static void process_input (struct blk_conn *c);
+static void arm_recv (struct blk_conn *c);
+static void maybe_free (struct blk_conn *c);
+
+struct blk_conn *blk_conn_next (struct blk_conn *c) { return c->next; }
+struct blk_conn *blk_conn_next_dirty (struct blk_conn *c) { return c->next_dirty; }
+bool blk_conn_is_dirty (struct blk_conn *c) { return c->dirty; }
+void
+blk_conn_set_next_dirty (struct blk_conn *c, struct blk_conn *next)
+{
+  c->next_dirty = next;
+  c->dirty = next != NULL || c->loop->dirty == c || c->dirty;
+  if (next == NULL && c->loop->dirty != c)
+    c->dirty = false;
+}
+
+void
+blk_nbd_uri (const char *name, char *out, size_t len)
+{
+  char host[128];
+  int port;
+  if (blk_cfg.nbd[0] && blk_split_hostport (blk_cfg.nbd, host, sizeof host, &port) == 0) {
+    const char *h = host;
+    if (strcmp (host, "0.0.0.0") == 0)
+      h = "127.0.0.1";
+    if (strchr (h, ':'))
+      snprintf (out, len, "nbd://[%s]:%d/%s", h, port, name);
+    else
+      snprintf (out, len, "nbd://%s:%d/%s", h, port, name);
+  }
+  else if (blk_cfg.nbd_unix[0])
+    snprintf (out, len, "nbd+unix:///%s?socket=%s", name, blk_cfg.nbd_unix);
+  else
+    snprintf (out, len, "%s", "");
+}
+
+/* ---- handshake callbacks -------------------------------------------------- */
+static int
+hs_lookup (void *opaque, const char *name, struct nbd_export_info *info, char *msg, size_t msglen)
+{
+  struct vol_info vi;
+  if (vol_stat (blk_store, name, &vi, NULL, 0) < 0 || strcmp (vi.name, name) != 0) {
+    if (*name == '\0')
+      snprintf (msg, msglen, "blockd has no default export: name the volume to connect to");
+    else
+      snprintf (msg, msglen, "no volume named \"%.100s\" on this server (blockctl volume list shows them)", name);
+    return -ENOENT;
+  }
+  memset (info, 0, sizeof *info);
+  info->size = vi.size;
+  /* CAN_MULTI_CONN is true: every connection reads the same pool without a
+   * cache of its own, and FLUSH syncs the whole store. */
+  info->tflags = NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM
+                 | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO | NBD_FLAG_SEND_DF
+                 | NBD_FLAG_CAN_MULTI_CONN;
+  info->min_block = 1;
+  info->pref_block = 4096;
+  info->max_block = NBD_MAX_PAYLOAD;
+  snprintf (info->description, sizeof info->description, "blockd volume %s (%s)", vi.id, vi.type);
+  return 0;
+}
+
+static int
+hs_list (void *opaque, void (*emit) (void *ctx, const char *name, const char *desc), void *ctx)
+{
+  struct vol_info *vi;
+  size_t n;
+  int r = vol_list (blk_store, &vi, &n);
+  if (r < 0)
+    return r;
+  for (size_t i = 0; i < n; i++)
+    emit (ctx, vi[i].name, "");
+  free (vi);
+  return 0;
+}
+
+static const struct nbd_server_ops hs_ops = { .lookup = hs_lookup, .list = hs_list };
+
+/* ---- life cycle ------------------------------------------------------------ */
+static void
+conn_kick (struct vol_session *s)
+{
+  struct blk_conn *c = (struct blk_conn *) ((char *) s - offsetof (struct blk_conn, vs));
+  atomic_store (&c->kicked, true);
+  shutdown (c->fd, SHUT_RDWR);          /* the loop sees end of stream */
+}
+
+void
+blk_conn_start (struct blk_loop *l, int fd)
+{
+  struct blk_conn *c = calloc (1, sizeof *c);
+  uint8_t *rbuf = malloc (RBUF_SIZE);
+  if (c == NULL || rbuf == NULL) {
+    free (c);
+    free (rbuf);
+    close (fd);
+    atomic_fetch_sub (&blk_nconns, 1);
+    log_error_ratelimited ("out of memory for a new connection");
+    return;
+  }
+  c->loop = l;
+  c->fd = fd;
+  c->rbuf = rbuf;
+  c->vs.kick = conn_kick;
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  c->started = ts.tv_sec;
+  snprintf (c->peer, sizeof c->peer, "fd %d", fd);
+  c->next = l->conns;
+  if (l->conns)
+    l->conns->prev = c;
+  l->conns = c;
+  l->nconns++;
+
+  c->state = CONN_HANDSHAKE;
+  nbd_hs_init (&c->hs, &hs_ops, c);
+  if (nbd_hs_greeting (&c->hs, &c->hsout) < 0) {
+    c->state = CONN_DEAD;
+    snprintf (c->error, sizeof c->error, "out of memory");
+    maybe_free (c);
+    return;
+  }
+  log_debug ("connection %s: new", c->peer);
+  blk_loop_mark_dirty (l, c);
+  arm_recv (c);
+}
+
+static void
+conn_fail (struct blk_conn *c, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+static void
+conn_fail (struct blk_conn *c, const char *fmt, ...)
+{
+  if (c->state == CONN_DEAD)
+    return;
+  va_list ap;
+  va_start (ap, fmt);
+  vsnprintf (c->error, sizeof c->error, fmt, ap);
+  va_end (ap);
+  c->state = CONN_DEAD;
+  log_info ("connection %s%s%s: closing: %s", c->peer, c->vol ? " to " : "",
+            c->vol ? c->hs.export_name : "", c->error);
+  shutdown (c->fd, SHUT_RDWR);   /* completes a pending recv or send */
+}
+
+static void
+drain (struct blk_conn *c, const char *why)
+{
+  if (c->state == CONN_DEAD || c->state == CONN_DRAINING)
+    return;
+  log_debug ("connection %s: draining: %s", c->peer, why);
+  c->state = CONN_DRAINING;
+  if (c->recv_armed)
+    shutdown (c->fd, SHUT_RD);
+}
+
+static void
+req_free (struct blk_req *q)
+{
+  vol_io_release (&q->io);
+  free (q->buf);
+  free (q->extra);
+  free (q);
+}
+
+static void
+conn_release (struct blk_conn *c, struct blk_req *q)
+{
+  c->inflight--;
+  c->inflight_bytes -= q->charged;
+  q->charged = 0;
+  free (q->extra);
+  q->extra = NULL;
+  q->extralen = 0;
+  if (q->bufcap > KEEP_BUF_MAX) {
+    free (q->buf);
+    q->buf = NULL;
+    q->bufcap = 0;
+  }
+  q->next = c->free_reqs;
+  c->free_reqs = q;
+}
+
+static void
+maybe_free (struct blk_conn *c)
+{
+  if (c->state != CONN_DRAINING && c->state != CONN_DEAD)
+    return;
+  if (c->recv_armed || c->send_armed || c->inflight || c->dirty)
+    return;
+  if (c->state == CONN_DRAINING && (c->sendq_head || c->hsout.len))
+    return;
+  struct blk_loop *l = c->loop;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    l->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  l->nconns--;
+  if (c->vol)
+    vol_close (c->vol, &c->vs);
+  close (c->fd);
+  atomic_fetch_sub (&blk_nconns, 1);
+  while (c->free_reqs) {
+    struct blk_req *q = c->free_reqs;
+    c->free_reqs = q->next;
+    req_free (q);
+  }
+  log_debug ("connection %s: closed", c->peer);
+  nbd_hs_free (&c->hs);
+  nbd_buf_free (&c->hsout);
+  free (c->rbuf);
+  free (c);
+}
+
+void
+blk_conn_stop (struct blk_conn *c)
+{
+  if (c->state == CONN_HANDSHAKE)
+    conn_fail (c, "server shutting down");
+  else
+    drain (c, "server shutting down");
+  maybe_free (c);
+}
+
+void
+blk_conn_tick (struct blk_conn *c, int64_t now)
+{
+  if (c->state == CONN_HANDSHAKE && now - c->started > blk_cfg.handshake_timeout) {
+    conn_fail (c, "handshake not finished within %lld s", (long long) blk_cfg.handshake_timeout);
+    maybe_free (c);
+  }
+}
+
+/* ---- replies ------------------------------------------------------------------ */
+static const char *
+error_text (int err)
+{
+  switch (err) {
+  case ENOSPC: return "no space left: the storage pool is full";
+  case EIO: return "I/O error in the storage pool";
+  case ENOMEM: return "server out of memory";
+  case ESHUTDOWN: return "the volume is being deleted or the server is shutting down";
+  case ENOTSUP: return "cannot zero quickly here";
+  case EPERM: return "the export is read-only";
+  default: return strerror (err);
+  }
+}
+
+static void
+enqueue (struct blk_conn *c, struct blk_req *q)
+{
+  if (c->state == CONN_DEAD) {
+    conn_release (c, q);
+    return;
+  }
+  q->next = NULL;
+  if (c->sendq_tail)
+    c->sendq_tail->next = q;
+  else
+    c->sendq_head = q;
+  c->sendq_tail = q;
+  blk_loop_mark_dirty (c->loop, c);
+}
+
+/* Encode the reply to q: res is 0 or -errno from the volume, nbd_err an
+ * NBD error from validation (0 if none), msg its text. */
+static void
+reply (struct blk_conn *c, struct blk_req *q, int res, uint32_t nbd_err, const char *msg)
+{
+  if (res < 0 && nbd_err == 0) {
+    nbd_err = nbd_errno_to_wire (-res);
+    msg = error_text (-res);
+  }
+  q->datalen = 0;
+  if (nbd_err) {
+    if (c->sess.structured) {
+      char m[MSG_MAX];
+      snprintf (m, sizeof m, "%s %s at offset %llu length %u: %s", nbd_cmd_name (q->r.type),
+                "failed", (unsigned long long) q->r.offset, q->r.length, msg ? msg : "error");
+      q->hdrlen = (uint32_t) nbd_encode_error_chunk (q->hdr, sizeof q->hdr, q->r.cookie, nbd_err, m);
+    }
+    else
+      q->hdrlen = (uint32_t) nbd_encode_simple_reply (q->hdr, q->r.cookie, nbd_err);
+  }
+  else if (q->r.type == NBD_CMD_READ) {
+    if (c->sess.structured && q->r.length == 0)
+      q->hdrlen = (uint32_t) nbd_encode_chunk_header (q->hdr, NBD_REPLY_FLAG_DONE,
+                                                      NBD_REPLY_TYPE_NONE, q->r.cookie, 0);
+    else if (c->sess.structured)
+      q->hdrlen = (uint32_t) nbd_encode_read_chunk (q->hdr, q->r.cookie, q->r.offset,
+                                                    q->r.length, true);
+    else
+      q->hdrlen = (uint32_t) nbd_encode_simple_reply (q->hdr, q->r.cookie, 0);
+    q->datalen = q->r.length;
+  }
+  else if (q->r.type != NBD_CMD_BLOCK_STATUS)
+    q->hdrlen = (uint32_t) nbd_encode_simple_reply (q->hdr, q->r.cookie, 0);
+  enqueue (c, q);
+}
+
+static void
+io_done (struct vol_io *io)
+{
+  struct blk_req *q = io->opaque;
+  reply (q->conn, q, io->result, 0, NULL);
+  maybe_free (q->conn);
+}
+
+struct bs_ctx {
+  uint8_t *out;
+  uint32_t n;
+};
+
+static int
+bs_extent (void *opaque, uint64_t offset, uint64_t length, bool allocated)
+{
+  struct bs_ctx *b = opaque;
+  nbd_encode_extent (b->out + 8 * b->n, (uint32_t) length,
+                     allocated ? 0 : NBD_STATE_HOLE | NBD_STATE_ZERO);
+  b->n++;
+  return 0;
+}
+
+static void
+block_status (struct blk_conn *c, struct blk_req *q)
+{
+  unsigned max = (q->r.flags & NBD_CMD_FLAG_REQ_ONE) ? 1 : MAX_EXTENTS;
+  q->extra = malloc (8 * max);
+  if (q->extra == NULL) {
+    reply (c, q, -ENOMEM, 0, NULL);
+    return;
+  }
+  struct bs_ctx b = { .out = q->extra };
+  uint64_t len = q->r.length ? q->r.length : 1;
+  vol_extents (c->vol, q->r.offset, len, max, bs_extent, &b);
+  if (b.n == 0) {                /* the volume shrank under us?  never: sizes only grow */
+    reply (c, q, -EINVAL, 0, NULL);
+    return;
+  }
+  q->extralen = 8 * b.n;
+  q->hdrlen = (uint32_t) nbd_encode_block_status (q->hdr, q->r.cookie, NBD_META_BASE_ALLOCATION_ID,
+                                                  b.n, true);
+  reply (c, q, 0, 0, NULL);
+}
+
+static void
+execute (struct blk_conn *c, struct blk_req *q)
+{
+  struct vol_io *io = &q->io;
+  io->flags = 0;
+  switch (q->r.type) {
+  case NBD_CMD_READ: io->op = VOL_OP_READ; break;
+  case NBD_CMD_WRITE: io->op = VOL_OP_WRITE; break;
+  case NBD_CMD_FLUSH: io->op = VOL_OP_FLUSH; break;
+  case NBD_CMD_TRIM: io->op = VOL_OP_TRIM; break;
+  case NBD_CMD_WRITE_ZEROES:
+    io->op = VOL_OP_ZERO;
+    if (q->r.flags & NBD_CMD_FLAG_NO_HOLE) io->flags |= VOL_F_NO_HOLE;
+    if (q->r.flags & NBD_CMD_FLAG_FAST_ZERO) io->flags |= VOL_F_FAST_ZERO;
+    break;
+  case NBD_CMD_BLOCK_STATUS:
+    block_status (c, q);
+    return;
+  default:                         /* CACHE: nothing to do */
+    reply (c, q, 0, 0, NULL);
+    return;
+  }
+  if (q->r.flags & NBD_CMD_FLAG_FUA)
+    io->flags |= VOL_F_FUA;
+  io->vol = c->vol;
+  io->ctx = &c->loop->vctx;
+  io->offset = q->r.offset;
+  io->length = q->r.type == NBD_CMD_FLUSH ? 0 : q->r.length;
+  io->buf = q->buf;
+  io->done = io_done;
+  io->opaque = q;
+  if (vol_io_submit (io) == 1)
+    reply (c, q, io->result, 0, NULL);
+}
+
+/* ---- reading requests ------------------------------------------------------ */
+static struct blk_req *
+req_get (struct blk_conn *c, const struct nbd_request *r)
+{
+  struct blk_req *q = c->free_reqs;
+  if (q)
+    c->free_reqs = q->next;
+  else if ((q = calloc (1, sizeof *q)) == NULL)
+    return NULL;
+  q->conn = c;
+  q->r = *r;
+  q->payload_got = 0;
+  q->next = NULL;
+  size_t need = (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) ? r->length : 0;
+  if (need > q->bufcap) {
+    free (q->buf);
+    q->buf = NULL;
+    q->bufcap = 0;
+    size_t cap = need < 4096 ? 4096 : (need + 4095) & ~(size_t) 4095;
+    if (posix_memalign (&q->buf, 4096, cap) != 0) {
+      q->buf = NULL;
+      q->next = c->free_reqs;
+      c->free_reqs = q;
+      return NULL;
+    }
+    q->bufcap = cap;
+  }
+  q->charged = need;
+  c->inflight++;
+  c->inflight_bytes += need;
+  return q;
+}
+
+static bool
+enter_transmission (struct blk_conn *c)
+{
+  c->vol = vol_open (blk_store, c->hs.export_name, &c->vs);
+  if (c->vol == NULL) {
+    conn_fail (c, "volume \"%s\" was deleted during the handshake", c->hs.export_name);
+    return false;
+  }
+  nbd_session_from_handshake (&c->sess, &c->hs);
+  c->state = CONN_TRANSMISSION;
+  log_debug ("connection %s: serving volume %s (%s replies)", c->peer, c->hs.export_name,
+             c->sess.structured ? "structured" : "simple");
+  return true;
+}
+
+static void
+consume (struct blk_conn *c, size_t n)
+{
+  c->rlen -= n;
+  if (c->rlen)
+    memmove (c->rbuf, c->rbuf + n, c->rlen);
+}
+
+static void
+process_handshake (struct blk_conn *c)
+{
+  if (c->hsout_sending)
+    return;   /* replies are being sent from hsout: it must not move */
+  ssize_t n = nbd_hs_input (&c->hs, c->rbuf, c->rlen, &c->hsout);
+  if (n < 0) {
+    if (c->hsout.len)
+      blk_loop_mark_dirty (c->loop, c);
+    conn_fail (c, "handshake: %s", c->hs.error[0] ? c->hs.error : strerror ((int) -n));
+    return;
+  }
+  consume (c, (size_t) n);
+  if (c->hsout.len)
+    blk_loop_mark_dirty (c->loop, c);
+  switch (c->hs.state) {
+  case NBD_HS_TRANSMISSION:
+    enter_transmission (c);
+    break;
+  case NBD_HS_CLOSED:
+    drain (c, c->hs.error[0] ? c->hs.error : "client ended the handshake");
+    break;
+  case NBD_HS_DEAD:
+    conn_fail (c, "handshake: %s", c->hs.error);
+    break;
+  default:
+    break;
+  }
+}
+
+/* Returns false when reading must pause (a limit, or an incomplete message). */
+static bool
+process_one (struct blk_conn *c)
+{
+  if (c->discard_left) {
+    size_t n = c->rlen < c->discard_left ? c->rlen : c->discard_left;
+    consume (c, n);
+    c->discard_left -= n;
+    return c->discard_left == 0;
+  }
+  if (c->payload_req) {
+    struct blk_req *q = c->payload_req;
+    size_t want = q->r.length - q->payload_got;
+    size_t n = c->rlen < want ? c->rlen : want;
+    memcpy ((char *) q->buf + q->payload_got, c->rbuf, n);
+    q->payload_got += (uint32_t) n;
+    consume (c, n);
+    if (q->payload_got < q->r.length)
+      return false;
+    c->payload_req = NULL;
+    execute (c, q);
+    return true;
+  }
+  if (c->rlen < NBD_REQUEST_LEN)
+    return false;
+  struct nbd_request r;
+  if (nbd_request_decode (c->rbuf, &r) < 0) {
+    conn_fail (c, "request with a bad magic number: the stream is out of sync");
+    return false;
+  }
+  size_t need = (r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) ? r.length : 0;
+  if (c->inflight >= (unsigned) blk_cfg.max_inflight
+      || (c->inflight && c->inflight_bytes + need > MAX_CONN_BYTES))
+    return false;               /* resumes when a reply has been sent */
+  consume (c, NBD_REQUEST_LEN);
+  if (r.type == NBD_CMD_DISC) {
+    drain (c, "client sent NBD_CMD_DISC");
+    return false;
+  }
+  const char *why = NULL;
+  int v = nbd_request_validate (&c->sess, &r, &why);
+  if (v < 0) {
+    conn_fail (c, "%s %u bytes: %s", nbd_cmd_name (r.type), r.length, why ? why : "refused");
+    return false;
+  }
+  if (v > 0) {
+    c->discard_left = nbd_request_payload (&r);
+    r.length = r.type == NBD_CMD_READ ? 0 : r.length;   /* no data with the error */
+    struct blk_req *q = req_get (c, &(struct nbd_request) { .type = r.type, .cookie = r.cookie,
+                                                            .offset = r.offset, .flags = r.flags });
+    if (q == NULL) {
+      conn_fail (c, "out of memory");
+      return false;
+    }
+    log_debug ("connection %s: %s refused: %s", c->peer, nbd_cmd_name (r.type), why);
+    reply (c, q, 0, (uint32_t) v, why);
+    return true;
+  }
+  struct blk_req *q = req_get (c, &r);
+  if (q == NULL) {
+    /* No memory for this request: refuse it, keep the connection. */
+    c->discard_left = nbd_request_payload (&r);
+    struct blk_req *e = req_get (c, &(struct nbd_request) { .type = NBD_CMD_FLUSH,
+                                                            .cookie = r.cookie });
+    if (e == NULL) {
+      conn_fail (c, "out of memory");
+      return false;
+    }
+    e->r.type = r.type;
+    reply (c, e, -ENOMEM, 0, NULL);
+    return true;
+  }
+  if (r.type == NBD_CMD_WRITE && r.length) {
+    c->payload_req = q;
+    return true;                 /* the payload is taken on the next round */
+  }
+  execute (c, q);
+  return true;
+}
+
+static void
+process_input (struct blk_conn *c)
+{
+  if (c->state == CONN_HANDSHAKE)
+    process_handshake (c);
+  while (c->state == CONN_TRANSMISSION && process_one (c))
+    ;
+}
+
+static void
+arm_recv (struct blk_conn *c)
+{
+  if (c->recv_armed || (c->state != CONN_HANDSHAKE && c->state != CONN_TRANSMISSION))
+    return;
+  if (atomic_load (&c->kicked)) {
+    drain (c, "volume deleted");
+    return;
+  }
+  struct io_uring_sqe *sqe = io_uring_get_sqe (&c->loop->ring);
+  if (sqe == NULL) {
+    io_uring_submit (&c->loop->ring);
+    sqe = io_uring_get_sqe (&c->loop->ring);
+    if (sqe == NULL) {
+      conn_fail (c, "no io_uring submission slot");
+      return;
+    }
+  }
+  struct blk_req *q = c->payload_req;
+  if (q && c->rlen == 0 && q->r.length - q->payload_got >= DIRECT_MIN) {
+    io_uring_prep_recv (sqe, c->fd, (char *) q->buf + q->payload_got,
+                        q->r.length - q->payload_got, 0);
+    c->recv_direct = true;
+  }
+  else {
+    if (c->rlen == RBUF_SIZE)
+      return;                    /* full: waits for the loop to drain it */
+    io_uring_prep_recv (sqe, c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, 0);
+    c->recv_direct = false;
+  }
+  io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) c | TAG_RECV);
+  c->recv_armed = true;
+}
+
+void
+blk_conn_recv_done (struct blk_conn *c, int res)
+{
+  c->recv_armed = false;
+  if (res <= 0) {
+    if (res == 0 || res == -ECONNRESET || c->state == CONN_DRAINING) {
+      if (c->state == CONN_HANDSHAKE)
+        conn_fail (c, "client went away during the handshake");
+      else if (c->payload_req || c->discard_left)
+        conn_fail (c, "client went away in the middle of a request");
+      else
+        drain (c, atomic_load (&c->kicked) ? "volume deleted" : "end of stream");
+    }
+    else
+      conn_fail (c, "receive: %s", strerror (-res));
+    maybe_free (c);
+    return;
+  }
+  if (c->recv_direct) {
+    struct blk_req *q = c->payload_req;
+    q->payload_got += (uint32_t) res;
+    if (q->payload_got == q->r.length) {
+      c->payload_req = NULL;
+      if (c->state == CONN_TRANSMISSION)
+        execute (c, q);
+      else
+        conn_release (c, q);
+    }
+  }
+  else
+    c->rlen += (size_t) res;
+  process_input (c);
+  arm_recv (c);
+  maybe_free (c);
+}
+
+/* ---- sending ----------------------------------------------------------------- */
+static void
+submit_send (struct blk_conn *c)
+{
+  struct io_uring_sqe *sqe = io_uring_get_sqe (&c->loop->ring);
+  if (sqe == NULL) {
+    io_uring_submit (&c->loop->ring);
+    sqe = io_uring_get_sqe (&c->loop->ring);
+  }
+  if (sqe == NULL) {
+    conn_fail (c, "no io_uring submission slot");
+    return;
+  }
+  memset (&c->msg, 0, sizeof c->msg);
+  c->msg.msg_iov = &c->iov[c->iov_first];
+  c->msg.msg_iovlen = c->niov - c->iov_first;
+  io_uring_prep_sendmsg (sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+  io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) c | TAG_SEND);
+  c->send_armed = true;
+}
+
+void
+blk_conn_flush (struct blk_conn *c)
+{
+  if (c->send_armed || c->state == CONN_DEAD) {
+    maybe_free (c);
+    return;
+  }
+  c->niov = c->iov_first = 0;
+  if (c->hsout.len) {
+    c->hsout_sending = c->hsout.len;
+    c->iov[0] = (struct iovec) { c->hsout.data, c->hsout.len };
+    c->niov = 1;
+  }
+  else {
+    struct blk_req **tail = &c->sending;
+    while (c->sendq_head && c->niov + 3 <= IOV_BATCH) {
+      struct blk_req *q = c->sendq_head;
+      c->sendq_head = q->next;
+      q->next = NULL;
+      *tail = q;
+      tail = &q->next;
+      c->iov[c->niov++] = (struct iovec) { q->hdr, q->hdrlen };
+      if (q->datalen)
+        c->iov[c->niov++] = (struct iovec) { q->buf, q->datalen };
+      if (q->extralen)
+        c->iov[c->niov++] = (struct iovec) { q->extra, q->extralen };
+    }
+    if (c->sendq_head == NULL)
+      c->sendq_tail = NULL;
+  }
+  if (c->niov)
+    submit_send (c);
+  maybe_free (c);
+}
+
+void
+blk_conn_send_done (struct blk_conn *c, int res)
+{
+  c->send_armed = false;
+  if (res < 0 && c->state != CONN_DEAD)
+    conn_fail (c, "send: %s", strerror (-res));
+  if (c->state != CONN_DEAD) {
+    size_t left = (size_t) res;
+    while (c->iov_first < c->niov && left >= c->iov[c->iov_first].iov_len)
+      left -= c->iov[c->iov_first++].iov_len;
+    if (c->iov_first < c->niov) {      /* partial send: the rest, in order */
+      c->iov[c->iov_first].iov_base = (char *) c->iov[c->iov_first].iov_base + left;
+      c->iov[c->iov_first].iov_len -= left;
+      submit_send (c);
+      return;
+    }
+  }
+  if (c->hsout_sending) {
+    nbd_buf_consume (&c->hsout, c->hsout_sending);
+    c->hsout_sending = 0;
+  }
+  bool was_full = c->inflight >= (unsigned) blk_cfg.max_inflight
+                  || c->inflight_bytes >= MAX_CONN_BYTES / 2;
+  while (c->sending) {
+    struct blk_req *q = c->sending;
+    c->sending = q->next;
+    conn_release (c, q);
+  }
+  if (c->state == CONN_DEAD) {
+    while (c->sendq_head) {
+      struct blk_req *q = c->sendq_head;
+      c->sendq_head = q->next;
+      conn_release (c, q);
+    }
+    c->sendq_tail = NULL;
+    maybe_free (c);
+    return;
+  }
+  /* input may have waited for these replies (handshake order, limits) */
+  if (c->rlen && (was_full || c->state == CONN_HANDSHAKE))
+    process_input (c);
+  if (c->sendq_head || c->hsout.len)
+    blk_loop_mark_dirty (c->loop, c);
+  arm_recv (c);
+  maybe_free (c);
+}

@@ -1,0 +1,115 @@
+/* blockd/internal.h — what the files of the daemon share. */
+#ifndef BLOCKD_INTERNAL_H
+#define BLOCKD_INTERNAL_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "nbd/nbd.h"
+#include "volume/volume.h"
+
+#define BLOCKD_VERSION "0.1.0"
+
+/* ---- config.c ---------------------------------------------------------------- */
+struct blk_config {
+  char data_dir[256];
+  uint64_t capacity;          /* 0: keep / fit the disk */
+  uint64_t chunk_size;        /* for a new store */
+  char nbd[128];              /* HOST:PORT, "" for none */
+  char nbd_unix[108];         /* PATH, "" for none */
+  char api[128];              /* HOST:PORT */
+  int64_t threads;
+  int64_t max_connections;
+  int64_t max_inflight;       /* requests in flight per connection */
+  int64_t handshake_timeout;  /* seconds */
+  char log_level[16];
+};
+extern struct blk_config blk_cfg;
+
+void blk_config_defaults (struct blk_config *c);
+/* Set one setting by name from a string.  Returns 0, or -EINVAL with a
+ * message in err. */
+int blk_config_set (struct blk_config *c, const char *name, const char *value,
+                    char *err, size_t errlen);
+/* Read "name = value" lines.  Returns 0 or -errno with a message in err. */
+int blk_config_load (struct blk_config *c, const char *path, char *err, size_t errlen);
+void blk_config_dump (const struct blk_config *c, FILE *out);
+void blk_config_usage (FILE *out);
+/* Split "HOST:PORT" ("[::1]:PORT" for IPv6).  Returns 0 or -EINVAL. */
+int blk_split_hostport (const char *s, char *host, size_t hostlen, int *port);
+
+/* ---- loop.c: one io_uring event loop per thread --------------------------- */
+/* user_data tags (low 3 bits; every pointer we submit is 8-aligned) */
+enum {
+  TAG_VOL = 1,       /* volume/ owns it: vol_io_cqe */
+  TAG_ACCEPT = 2,    /* struct blk_listener */
+  TAG_RECV = 3,      /* struct blk_conn */
+  TAG_SEND = 4,      /* struct blk_conn */
+  TAG_WAKE = 5,      /* struct blk_loop: eventfd readable */
+  TAG_TIMER = 6,     /* struct blk_loop: periodic tick */
+};
+#define TAG_MASK 7ULL
+
+struct blk_conn;
+struct blk_listener {
+  int fd;
+  bool is_unix;
+  char desc[160];
+};
+
+struct blk_loop {
+  int index;
+  pthread_t thread;
+  struct io_uring ring;
+  struct vol_ioctx vctx;
+  int efd;
+  uint64_t efd_buf;
+  struct __kernel_timespec tick;
+
+  pthread_mutex_t inbox_lock;     /* the two inboxes */
+  int *inbox_fds;
+  size_t ninbox_fds, capinbox_fds;
+  struct vol_io *inbox_ios;
+
+  atomic_bool stopping;
+  bool listeners_closed;
+  struct blk_conn *conns;         /* all connections of this loop */
+  unsigned nconns;
+  struct blk_conn *dirty;         /* connections with replies to send */
+};
+
+extern struct vol_store *blk_store;
+extern struct blk_loop *blk_loops;
+extern unsigned blk_nloops;
+extern struct blk_listener blk_listeners[2];
+extern unsigned blk_nlisteners;
+extern atomic_uint blk_nconns;
+
+int blk_loops_start (unsigned n, char *err, size_t errlen);
+void blk_loops_stop (void);
+void blk_loop_wake (struct blk_loop *l);
+void blk_loop_mark_dirty (struct blk_loop *l, struct blk_conn *c);
+
+/* ---- conn.c: one NBD connection ------------------------------------------- */
+void blk_conn_start (struct blk_loop *l, int fd);
+void blk_conn_recv_done (struct blk_conn *c, int res);
+void blk_conn_send_done (struct blk_conn *c, int res);
+void blk_conn_flush (struct blk_conn *c);     /* start sending queued replies */
+void blk_conn_stop (struct blk_conn *c);      /* shutting down: finish and close */
+void blk_conn_tick (struct blk_conn *c, int64_t now);
+struct blk_conn *blk_conn_next (struct blk_conn *c);
+struct blk_conn *blk_conn_next_dirty (struct blk_conn *c);
+void blk_conn_set_next_dirty (struct blk_conn *c, struct blk_conn *next);
+bool blk_conn_is_dirty (struct blk_conn *c);
+/* NBD URI of volume name for people and for the API. */
+void blk_nbd_uri (const char *name, char *out, size_t len);
+
+/* ---- api.c: the HTTP API -------------------------------------------------- */
+int blk_api_start (const char *hostport, char *err, size_t errlen);
+void blk_api_stop (void);
+
+#endif

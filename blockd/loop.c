@@ -1,0 +1,356 @@
+/* blockd/loop.c — the event loops: one thread and one io_uring each.
+ *
+ * Loop 0 also accepts connections and hands them out round-robin.  Work
+ * from other threads (a new connection, a volume request back from the sync
+ * thread) arrives in a loop's inbox and an eventfd wakes it.  Every CQE is
+ * dispatched on the tag in the low bits of its user_data; replies produced
+ * while a batch of CQEs is processed go out together afterwards, one
+ * sendmsg per connection.
+ */
+#include "blockd/internal.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+struct vol_store *blk_store;
+struct blk_loop *blk_loops;
+unsigned blk_nloops;
+struct blk_listener blk_listeners[2];
+unsigned blk_nlisteners;
+atomic_uint blk_nconns;
+
+#define RING_ENTRIES 2048
+
+static struct io_uring_sqe *
+get_sqe (struct blk_loop *l)
+{
+  struct io_uring_sqe *sqe = io_uring_get_sqe (&l->ring);
+  if (sqe == NULL) {
+    io_uring_submit (&l->ring);
+    sqe = io_uring_get_sqe (&l->ring);
+  }
+  return sqe;
+}
+
+static void
+arm_accept (struct blk_loop *l, struct blk_listener *ls)
+{
+  struct io_uring_sqe *sqe = get_sqe (l);
+  if (sqe == NULL) {
+    log_error ("no submission slot to accept on %s", ls->desc);
+    return;
+  }
+  io_uring_prep_accept (sqe, ls->fd, NULL, NULL, SOCK_CLOEXEC);
+  io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) ls | TAG_ACCEPT);
+}
+
+static void
+arm_wake (struct blk_loop *l)
+{
+  struct io_uring_sqe *sqe = get_sqe (l);
+  if (sqe == NULL)
+    return;
+  io_uring_prep_read (sqe, l->efd, &l->efd_buf, sizeof l->efd_buf, 0);
+  io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) l | TAG_WAKE);
+}
+
+static void
+arm_timer (struct blk_loop *l)
+{
+  struct io_uring_sqe *sqe = get_sqe (l);
+  if (sqe == NULL)
+    return;
+  l->tick.tv_sec = 1;
+  l->tick.tv_nsec = 0;
+  io_uring_prep_timeout (sqe, &l->tick, 0, 0);
+  io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) l | TAG_TIMER);
+}
+
+void
+blk_loop_wake (struct blk_loop *l)
+{
+  uint64_t one = 1;
+  if (write (l->efd, &one, sizeof one) < 0 && errno != EAGAIN)
+    log_error ("waking loop %d: %s", l->index, strerror (errno));
+}
+
+/* vol_ioctx.post: called from any thread. */
+static void
+post_io (struct vol_ioctx *ctx, struct vol_io *io)
+{
+  struct blk_loop *l = ctx->opaque;
+  pthread_mutex_lock (&l->inbox_lock);
+  io->next = l->inbox_ios;
+  l->inbox_ios = io;
+  pthread_mutex_unlock (&l->inbox_lock);
+  blk_loop_wake (l);
+}
+
+static void
+post_fd (struct blk_loop *l, int fd)
+{
+  pthread_mutex_lock (&l->inbox_lock);
+  if (l->ninbox_fds == l->capinbox_fds) {
+    size_t cap = l->capinbox_fds ? 2 * l->capinbox_fds : 16;
+    int *n = realloc (l->inbox_fds, cap * sizeof *n);
+    if (n == NULL) {
+      pthread_mutex_unlock (&l->inbox_lock);
+      log_error ("out of memory handing over a connection");
+      close (fd);
+      atomic_fetch_sub (&blk_nconns, 1);
+      return;
+    }
+    l->inbox_fds = n;
+    l->capinbox_fds = cap;
+  }
+  l->inbox_fds[l->ninbox_fds++] = fd;
+  pthread_mutex_unlock (&l->inbox_lock);
+  blk_loop_wake (l);
+}
+
+static void
+drain_inbox (struct blk_loop *l)
+{
+  pthread_mutex_lock (&l->inbox_lock);
+  struct vol_io *ios = l->inbox_ios;
+  l->inbox_ios = NULL;
+  size_t nfds = l->ninbox_fds;
+  int fds[64];
+  if (nfds > 64)
+    nfds = 64;
+  memcpy (fds, l->inbox_fds, nfds * sizeof *fds);
+  memmove (l->inbox_fds, l->inbox_fds + nfds, (l->ninbox_fds - nfds) * sizeof *fds);
+  l->ninbox_fds -= nfds;
+  bool more = l->ninbox_fds > 0;
+  pthread_mutex_unlock (&l->inbox_lock);
+  if (more)
+    blk_loop_wake (l);
+  /* reverse to process in posting order */
+  struct vol_io *rev = NULL;
+  while (ios) {
+    struct vol_io *n = ios->next;
+    ios->next = rev;
+    rev = ios;
+    ios = n;
+  }
+  while (rev) {
+    struct vol_io *n = rev->next;
+    rev->next = NULL;
+    vol_io_resume (rev);
+    rev = n;
+  }
+  for (size_t i = 0; i < nfds; i++) {
+    if (atomic_load (&l->stopping)) {
+      close (fds[i]);
+      atomic_fetch_sub (&blk_nconns, 1);
+    }
+    else
+      blk_conn_start (l, fds[i]);
+  }
+}
+
+static void
+on_accept (struct blk_loop *l, struct blk_listener *ls, int res)
+{
+  static unsigned next_loop;
+  if (l->listeners_closed) {
+    if (res >= 0)
+      close (res);
+    return;
+  }
+  if (res < 0) {
+    if (res != -EINTR && res != -ECANCELED)
+      log_error_ratelimited ("accept on %s: %s", ls->desc, strerror (-res));
+    if (res == -EMFILE || res == -ENFILE || res == -ENOMEM) {
+      /* out of descriptors: retry on the next tick rather than spin */
+      return;
+    }
+    arm_accept (l, ls);
+    return;
+  }
+  arm_accept (l, ls);
+  int fd = res;
+  if (atomic_fetch_add (&blk_nconns, 1) >= (unsigned) blk_cfg.max_connections) {
+    atomic_fetch_sub (&blk_nconns, 1);
+    log_error_ratelimited ("refusing a connection on %s: max-connections (%lld) reached",
+                           ls->desc, (long long) blk_cfg.max_connections);
+    close (fd);
+    return;
+  }
+  if (!ls->is_unix) {
+    int one = 1;
+    setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  struct blk_loop *target = &blk_loops[next_loop++ % blk_nloops];
+  if (target == l)
+    blk_conn_start (l, fd);
+  else
+    post_fd (target, fd);
+}
+
+void
+blk_loop_mark_dirty (struct blk_loop *l, struct blk_conn *c)
+{
+  if (blk_conn_is_dirty (c))
+    return;
+  blk_conn_set_next_dirty (c, l->dirty);
+  l->dirty = c;
+}
+
+static void
+flush_dirty (struct blk_loop *l)
+{
+  while (l->dirty) {
+    struct blk_conn *c = l->dirty;
+    l->dirty = blk_conn_next_dirty (c);
+    blk_conn_set_next_dirty (c, NULL);
+    blk_conn_flush (c);
+  }
+}
+
+static void
+begin_stop (struct blk_loop *l)
+{
+  if (l->index == 0 && !l->listeners_closed) {
+    l->listeners_closed = true;
+    for (unsigned i = 0; i < blk_nlisteners; i++)
+      shutdown (blk_listeners[i].fd, SHUT_RDWR);
+  }
+  for (struct blk_conn *c = l->conns; c;) {
+    struct blk_conn *n = blk_conn_next (c);
+    blk_conn_stop (c);
+    c = n;
+  }
+}
+
+static void *
+loop_main (void *arg)
+{
+  struct blk_loop *l = arg;
+  if (l->index == 0)
+    for (unsigned i = 0; i < blk_nlisteners; i++)
+      arm_accept (l, &blk_listeners[i]);
+  arm_wake (l);
+  arm_timer (l);
+  bool stop_begun = false;
+
+  for (;;) {
+    int r = io_uring_submit_and_wait (&l->ring, 1);
+    if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
+      log_error ("loop %d: io_uring_submit_and_wait: %s", l->index, strerror (-r));
+      break;
+    }
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    io_uring_for_each_cqe (&l->ring, head, cqe) {
+      n++;
+      uint64_t ud = cqe->user_data;
+      void *p = (void *) (uintptr_t) (ud & ~TAG_MASK);
+      switch (ud & TAG_MASK) {
+      case TAG_VOL:    vol_io_cqe (&l->vctx, cqe); break;
+      case TAG_ACCEPT: on_accept (l, p, cqe->res); break;
+      case TAG_RECV:   blk_conn_recv_done (p, cqe->res); break;
+      case TAG_SEND:   blk_conn_send_done (p, cqe->res); break;
+      case TAG_WAKE:
+        drain_inbox (l);
+        arm_wake (l);
+        break;
+      case TAG_TIMER: {
+        struct timespec ts;
+        clock_gettime (CLOCK_MONOTONIC, &ts);
+        for (struct blk_conn *c = l->conns; c;) {
+          struct blk_conn *next = blk_conn_next (c);
+          blk_conn_tick (c, ts.tv_sec);
+          c = next;
+        }
+        arm_timer (l);
+        break;
+      }
+      default:
+        break;   /* nop SQEs (user_data 0) */
+      }
+      if (n % 64 == 0)
+        flush_dirty (l);
+    }
+    io_uring_cq_advance (&l->ring, n);
+    flush_dirty (l);
+
+    if (atomic_load (&l->stopping)) {
+      if (!stop_begun) {
+        stop_begun = true;
+        begin_stop (l);
+        flush_dirty (l);
+      }
+      if (l->conns == NULL)
+        break;
+    }
+  }
+  return NULL;
+}
+
+int
+blk_loops_start (unsigned n, char *err, size_t errlen)
+{
+  blk_loops = calloc (n, sizeof *blk_loops);
+  if (blk_loops == NULL)
+    return -ENOMEM;
+  blk_nloops = n;
+  for (unsigned i = 0; i < n; i++) {
+    struct blk_loop *l = &blk_loops[i];
+    l->index = (int) i;
+    pthread_mutex_init (&l->inbox_lock, NULL);
+    l->efd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct io_uring_params p = { 0 };
+    p.cq_entries = RING_ENTRIES * 4;
+    p.flags = IORING_SETUP_CQSIZE;
+    int r = io_uring_queue_init_params (RING_ENTRIES, &l->ring, &p);
+    if (r < 0 || l->efd < 0) {
+      snprintf (err, errlen, "cannot set up io_uring for loop %u: %s", i,
+                strerror (r < 0 ? -r : errno));
+      return r < 0 ? r : -errno;
+    }
+    l->vctx = (struct vol_ioctx) { .store = blk_store, .ring = &l->ring, .tag = TAG_VOL,
+                                   .post = post_io, .opaque = l };
+  }
+  for (unsigned i = 0; i < n; i++) {
+    int r = pthread_create (&blk_loops[i].thread, NULL, loop_main, &blk_loops[i]);
+    if (r) {
+      snprintf (err, errlen, "cannot start loop thread: %s", strerror (r));
+      return -r;
+    }
+  }
+  return 0;
+}
+
+void
+blk_loops_stop (void)
+{
+  for (unsigned i = 0; i < blk_nloops; i++) {
+    atomic_store (&blk_loops[i].stopping, true);
+    blk_loop_wake (&blk_loops[i]);
+  }
+  for (unsigned i = 0; i < blk_nloops; i++)
+    pthread_join (blk_loops[i].thread, NULL);
+  for (unsigned i = 0; i < blk_nloops; i++) {
+    struct blk_loop *l = &blk_loops[i];
+    /* a last look at the inbox: connections handed over during the stop */
+    for (size_t j = 0; j < l->ninbox_fds; j++)
+      close (l->inbox_fds[j]);
+    free (l->inbox_fds);
+    io_uring_queue_exit (&l->ring);
+    close (l->efd);
+    pthread_mutex_destroy (&l->inbox_lock);
+  }
+  free (blk_loops);
+  blk_loops = NULL;
+  blk_nloops = 0;
+}

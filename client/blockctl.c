@@ -1,0 +1,318 @@
+/* client/blockctl.c — blockctl's entry point: global options, command
+ * dispatch, help, and the option parser the subcommands share.
+ *
+ * Global options (--api, --json, --help, --version) may appear anywhere on
+ * the command line, so they are taken out first; what remains is
+ * "COMMAND [SUBCOMMAND] [ARGS...]" and goes to the command's handler. */
+#include "client/blockctl.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+void
+ctl_error (const char *fmt, ...)
+{
+  char line[1024];
+  va_list ap;
+  va_start (ap, fmt);
+  vsnprintf (line, sizeof line, fmt, ap);
+  va_end (ap);
+  /* One line, whatever the message holds (server text included). */
+  for (char *p = line; *p; p++)
+    if (*p == '\n' || *p == '\r' || *p == '\t')
+      *p = ' ';
+  fprintf (stderr, "blockctl: %s\n", line);
+}
+
+int
+ctl_usage_error (const char *fmt, ...)
+{
+  char line[1024];
+  va_list ap;
+  va_start (ap, fmt);
+  vsnprintf (line, sizeof line, fmt, ap);
+  va_end (ap);
+  ctl_error ("%s", line);
+  return CTL_EXIT_USAGE;
+}
+
+static void
+help_main (void)
+{
+  fputs ("Usage: blockctl [--api URL] [--json] COMMAND [ARGS...]\n"
+         "\n"
+         "Manage the volumes of a blockd storage daemon through its HTTP API.\n"
+         "\n"
+         "Commands:\n"
+         "  volume create NAME --size SIZE [--type TYPE]\n"
+         "                              create a volume\n"
+         "  volume list [--prefix P] [--status available|in-use]\n"
+         "              [--sort name|size|created] [--reverse]\n"
+         "                              list volumes (a table; sorted by name)\n"
+         "  volume show NAME            show one volume (NAME may also be its id)\n"
+         "  volume resize NAME --size SIZE\n"
+         "                              grow a volume to SIZE\n"
+         "  volume delete NAME [--force]\n"
+         "                              delete a volume (--force: even while an\n"
+         "                              NBD client is connected)\n"
+         "  pool show                   show the storage pool's capacity and usage\n"
+         "  help [volume|pool]          show help\n"
+         "\n"
+         "Global options (before or after the command):\n"
+         "  --api URL     blockd's API address (default: $BLOCKD_API if set,\n"
+         "                else " CTL_DEFAULT_API ")\n"
+         "  --json        print blockd's JSON answer instead of text\n"
+         "  -h, --help    show help\n"
+         "  --version     print blockctl's version\n"
+         "\n"
+         "SIZE is a number of bytes, or a number with a binary suffix K, M, G, T\n"
+         "or P (10G = 10 GiB, 1.5T); it must be a positive multiple of 512 bytes.\n"
+         "\n"
+         "Exit status: 0 done, 1 blockd reported an error, 2 usage error,\n"
+         "3 blockd cannot be reached.\n", stdout);
+}
+
+void
+ctl_help_volume (void)
+{
+  fputs ("Usage:\n"
+         "  blockctl volume create NAME --size SIZE [--type TYPE]\n"
+         "  blockctl volume list [--prefix P] [--status available|in-use]\n"
+         "                       [--sort name|size|created] [--reverse]\n"
+         "  blockctl volume show NAME\n"
+         "  blockctl volume resize NAME --size SIZE\n"
+         "  blockctl volume delete NAME [--force]\n"
+         "\n"
+         "NAME is 1-63 characters from A-Z a-z 0-9 . _ - and does not start\n"
+         "with '.' or '-'; show, resize and delete also accept a volume's id.\n"
+         "SIZE is bytes or a number with a binary suffix K, M, G, T or P\n"
+         "(e.g. 10G), a positive multiple of 512 bytes.  Volumes only grow.\n"
+         "\n"
+         "Options:\n"
+         "  --size SIZE       the volume's (new) size\n"
+         "  --type TYPE       the disk type (default: the server's, \"standard\")\n"
+         "  --prefix P        list only volumes whose name starts with P\n"
+         "  --status S        list only volumes that are \"available\" or \"in-use\"\n"
+         "  --sort KEY        sort the list by name (default), size or created\n"
+         "  --reverse         sort in descending order\n"
+         "  --force           delete even while an NBD client is connected\n"
+         "\n"
+         "Global options: --api URL, --json (see blockctl --help).\n", stdout);
+}
+
+void
+ctl_help_pool (void)
+{
+  fputs ("Usage:\n"
+         "  blockctl pool show\n"
+         "\n"
+         "Show the storage pool: capacity, allocated and free space, chunk size,\n"
+         "number of volumes and the data directory.\n"
+         "\n"
+         "Global options: --api URL, --json (see blockctl --help).\n", stdout);
+}
+
+/* Print the help for TOPIC (NULL: the main help).  Returns the exit code. */
+static int
+help_topic (const char *topic)
+{
+  if (topic == NULL)
+    help_main ();
+  else if (strcmp (topic, "volume") == 0)
+    ctl_help_volume ();
+  else if (strcmp (topic, "pool") == 0)
+    ctl_help_pool ();
+  else
+    return ctl_usage_error ("no help for unknown command \"%s\" "
+                            "(commands: volume, pool)", topic);
+  return CTL_EXIT_OK;
+}
+
+int
+ctl_parse_opts (const char *cmd, int argc, char **argv,
+                const struct ctl_opt *opts, const char **pos,
+                int max_pos, int *npos)
+{
+  bool only_pos = false;
+  /* "volume create" -> "volume", the help topic named in messages */
+  int topic_len = (int) strcspn (cmd, " ");
+  *npos = 0;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    if (!only_pos && strcmp (a, "--") == 0) {
+      only_pos = true;
+      continue;
+    }
+    if (only_pos || a[0] != '-' || a[1] == '\0') {
+      if (*npos >= max_pos)
+        return ctl_usage_error ("%s: unexpected argument \"%s\" "
+                                "(see \"blockctl %.*s --help\")",
+                                cmd, a, topic_len, cmd);
+      pos[(*npos)++] = a;
+      continue;
+    }
+    const char *eq = strchr (a, '=');
+    size_t len = eq ? (size_t) (eq - a) : strlen (a);
+    const struct ctl_opt *o = opts;
+    for (; o->name; o++)
+      if (strlen (o->name) == len && strncmp (o->name, a, len) == 0)
+        break;
+    if (o->name == NULL)
+      return ctl_usage_error ("%s: unknown option \"%.*s\" "
+                              "(see \"blockctl %.*s --help\")",
+                              cmd, (int) len, a, topic_len, cmd);
+    if (o->flag) {
+      if (eq)
+        return ctl_usage_error ("%s: option %s takes no value", cmd, o->name);
+      *o->flag = true;
+    }
+    else if (eq)
+      *o->value = eq + 1;
+    else if (i + 1 < argc)
+      *o->value = argv[++i];
+    else
+      return ctl_usage_error ("%s: option %s needs a value", cmd, o->name);
+  }
+  return 0;
+}
+
+/* Subcommand options that take a value: their value is copied along with
+ * them when the global options are taken out, so that "--prefix --json"
+ * would not be misread.  Keep in step with volume-cmd.c. */
+static bool
+takes_value (const char *a)
+{
+  static const char *const names[] = {
+    "--size", "--type", "--prefix", "--status", "--sort", NULL
+  };
+  for (int i = 0; names[i]; i++)
+    if (strcmp (a, names[i]) == 0)
+      return true;
+  return false;
+}
+
+/* Take the global options out of argv[1..argc) into G; the other words go
+ * to rest[0..*nrest) (rest has room for argc entries).  Sets *help and
+ * *version.  Returns 0 or CTL_EXIT_USAGE. */
+static int
+parse_globals (int argc, char **argv, struct ctl_globals *g,
+               char **rest, int *nrest, bool *help, bool *version)
+{
+  const char *api = NULL;
+  *nrest = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp (a, "--") == 0) {
+      for (; i < argc; i++)
+        rest[(*nrest)++] = argv[i];
+      break;
+    }
+    if (strcmp (a, "--json") == 0)
+      g->json = true;
+    else if (strcmp (a, "--help") == 0 || strcmp (a, "-h") == 0)
+      *help = true;
+    else if (strcmp (a, "--version") == 0)
+      *version = true;
+    else if (strcmp (a, "--api") == 0) {
+      if (i + 1 >= argc)
+        return ctl_usage_error ("option --api needs a value "
+                                "(e.g. --api " CTL_DEFAULT_API ")");
+      api = argv[++i];
+    }
+    else if (strncmp (a, "--api=", 6) == 0)
+      api = a + 6;
+    else {
+      rest[(*nrest)++] = argv[i];
+      if (takes_value (a) && i + 1 < argc)
+        rest[(*nrest)++] = argv[++i];
+    }
+  }
+
+  if (api == NULL) {
+    api = getenv ("BLOCKD_API");
+    if (api != NULL && api[0] == '\0')
+      api = NULL;
+  }
+  if (api == NULL)
+    api = CTL_DEFAULT_API;
+  if (api[0] == '\0')
+    return ctl_usage_error ("option --api needs a URL "
+                            "(e.g. --api " CTL_DEFAULT_API ")");
+
+  /* Drop trailing slashes so that paths join as "<api>/v1/...". */
+  size_t len = strlen (api);
+  while (len > 1 && api[len - 1] == '/')
+    len--;
+  char *copy = strndup (api, len);
+  if (copy == NULL) {
+    ctl_error ("out of memory");
+    return CTL_EXIT_USAGE;
+  }
+  g->api = copy;
+  return 0;
+}
+
+static int
+run (int argc, char **argv)
+{
+  struct ctl_globals g = { .api = NULL, .json = false };
+  bool help = false, version = false;
+  char **rest = calloc ((size_t) argc + 1, sizeof *rest);
+  int nrest, r;
+
+  if (rest == NULL) {
+    ctl_error ("out of memory");
+    return CTL_EXIT_USAGE;
+  }
+  r = parse_globals (argc, argv, &g, rest, &nrest, &help, &version);
+  if (r != 0)
+    goto out;
+
+  if (version) {
+    printf ("blockctl %s\n", CTL_VERSION);
+    r = CTL_EXIT_OK;
+  }
+  else if (nrest == 0)
+    r = help ? help_topic (NULL)
+      : ctl_usage_error ("missing command (try \"blockctl --help\")");
+  else if (strcmp (rest[0], "help") == 0)
+    r = help_topic (nrest > 1 ? rest[1] : NULL);
+  else if (strcmp (rest[0], "volume") == 0)
+    r = help ? help_topic ("volume") : ctl_cmd_volume (&g, nrest, rest);
+  else if (strcmp (rest[0], "pool") == 0)
+    r = help ? help_topic ("pool") : ctl_cmd_pool (&g, nrest, rest);
+  else if (help)
+    r = help_topic (NULL);
+  else if (rest[0][0] == '-' && rest[0][1] != '\0')
+    r = ctl_usage_error ("unknown option \"%s\" (try \"blockctl --help\")",
+                         rest[0]);
+  else
+    r = ctl_usage_error ("unknown command \"%s\" (commands: volume, pool; "
+                         "try \"blockctl --help\")", rest[0]);
+
+ out:
+  free ((char *) g.api);
+  free (rest);
+  return r;
+}
+
+int
+main (int argc, char **argv)
+{
+  if (curl_global_init (CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    ctl_error ("cannot initialise libcurl");
+    return CTL_EXIT_UNREACHABLE;
+  }
+  int r = run (argc, argv);
+  curl_global_cleanup ();
+  if (fflush (stdout) != 0 || ferror (stdout)) {
+    ctl_error ("cannot write to standard output");
+    if (r == CTL_EXIT_OK)
+      r = CTL_EXIT_SERVER;
+  }
+  return r;
+}

@@ -1,0 +1,356 @@
+/* client/volume-cmd.c — "blockctl volume ..." and "blockctl pool ...":
+ * check the arguments locally (a bad NAME or SIZE is a usage error, exit
+ * 2, before any request), send one request, print the answer. */
+#include "client/blockctl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/size.h"
+
+#define USAGE_CREATE "blockctl volume create NAME --size SIZE [--type TYPE]"
+#define USAGE_RESIZE "blockctl volume resize NAME --size SIZE"
+#define VOLUME_SUBCOMMANDS "create, list, show, resize or delete"
+
+/* Names: 1-63 of [A-Za-z0-9._-], not starting with '.' or '-'.  Volume
+ * ids (UUIDs) pass this too, so it also guards "show/resize/delete ID". */
+static bool
+valid_name (const char *s)
+{
+  size_t n = strlen (s);
+  if (n == 0 || n > 63 || s[0] == '.' || s[0] == '-')
+    return false;
+  for (; *s; s++)
+    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z')
+          || (*s >= '0' && *s <= '9') || *s == '.' || *s == '_'
+          || *s == '-'))
+      return false;
+  return true;
+}
+
+static int
+check_name (const char *name)
+{
+  if (valid_name (name))
+    return 0;
+  return ctl_usage_error ("volume name \"%s\" is invalid (use 1-63 "
+                          "characters from A-Z a-z 0-9 . _ -, not starting "
+                          "with '.' or '-')", name);
+}
+
+/* Check SIZE for volume NAME as the server will; the upper limit is left
+ * to the server, which knows it.  Returns 0 or CTL_EXIT_USAGE. */
+static int
+check_size (const char *name, const char *size)
+{
+  uint64_t n;
+  int r = size_parse (size, &n);
+
+  if (r == -ERANGE)
+    return ctl_usage_error ("volume \"%s\": size \"%s\" is too large",
+                            name, size);
+  if (r < 0)
+    return ctl_usage_error ("volume \"%s\": size \"%s\" is invalid (use a "
+                            "number of bytes or a number with a K, M, G, T "
+                            "or P suffix, e.g. 10G)", name, size);
+  if (n == 0 || n % 512 != 0)
+    return ctl_usage_error ("volume \"%s\": size \"%s\" is invalid (must be "
+                            "a positive multiple of 512 bytes)", name, size);
+  return 0;
+}
+
+/* "/v1/volumes/<NAME escaped><SUFFIX>", malloc'd, or NULL (said). */
+static char *
+volume_path (const char *name, const char *suffix)
+{
+  char *esc = ctl_escape (name), *path = NULL;
+
+  if (esc != NULL
+      && (path = malloc (strlen ("/v1/volumes/") + strlen (esc)
+                         + strlen (suffix) + 1)) != NULL)
+    sprintf (path, "/v1/volumes/%s%s", esc, suffix);
+  free (esc);
+  if (path == NULL)
+    ctl_error ("out of memory");
+  return path;
+}
+
+/* An answer that should be one object: print it, or say it is not. */
+static int
+print_object (const struct ctl_globals *g, struct json_object *j,
+              const char *method, const char *path,
+              void (*print) (struct json_object *))
+{
+  if (!json_object_is_type (j, json_type_object)) {
+    ctl_error ("blockd at %s sent an unexpected answer to %s %s (not a "
+               "JSON object)", g->api, method, path);
+    return CTL_EXIT_SERVER;
+  }
+  if (g->json)
+    ctl_print_json (j);
+  else
+    print (j);
+  return CTL_EXIT_OK;
+}
+
+/* Send METHOD PATH with BODY (may be NULL; consumed) and print the VOLUME
+ * or pool object that comes back with PRINT. */
+static int
+request_and_print (const struct ctl_globals *g, const char *method,
+                   const char *path, struct json_object *body,
+                   void (*print) (struct json_object *))
+{
+  struct json_object *j;
+  int r = ctl_http (g, method, path, body, &j);
+
+  json_object_put (body);
+  if (r == CTL_EXIT_OK)
+    r = print_object (g, j, method, path, print);
+  json_object_put (j);
+  return r;
+}
+
+static int
+cmd_create (const struct ctl_globals *g, int argc, char **argv)
+{
+  const char *size = NULL, *type = NULL, *pos[1];
+  const struct ctl_opt opts[] = {
+    { "--size", &size, NULL }, { "--type", &type, NULL }, { NULL, NULL, NULL }
+  };
+  int npos, r;
+
+  if ((r = ctl_parse_opts ("volume create", argc, argv, opts, pos, 1, &npos)))
+    return r;
+  if (npos == 0)
+    return ctl_usage_error ("volume create: missing NAME (usage: "
+                            USAGE_CREATE ")");
+  if (size == NULL)
+    return ctl_usage_error ("volume create: missing --size (usage: "
+                            USAGE_CREATE ")");
+  if ((r = check_name (pos[0])) || (r = check_size (pos[0], size)))
+    return r;
+
+  struct json_object *body = json_object_new_object ();
+  json_object_object_add (body, "name", json_object_new_string (pos[0]));
+  json_object_object_add (body, "size", json_object_new_string (size));
+  if (type != NULL)
+    json_object_object_add (body, "type", json_object_new_string (type));
+  return request_and_print (g, "POST", "/v1/volumes", body, ctl_print_volume);
+}
+
+/* Append "&KEY=VALUE" (VALUE escaped) to the query in Q, or '?' first. */
+static bool
+query_add (char **q, const char *key, const char *value)
+{
+  char *esc = ctl_escape (value);
+  size_t old = *q ? strlen (*q) : 0;
+  char *p = esc ? realloc (*q, old + strlen (key) + strlen (esc) + 3) : NULL;
+
+  if (p == NULL) {
+    free (esc);
+    return false;
+  }
+  sprintf (p + old, "%c%s=%s", old ? '&' : '?', key, esc);
+  *q = p;
+  free (esc);
+  return true;
+}
+
+static int
+cmd_list (const struct ctl_globals *g, int argc, char **argv)
+{
+  const char *prefix = NULL, *status = NULL, *sort = NULL, *pos[1];
+  bool reverse = false;
+  const struct ctl_opt opts[] = {
+    { "--prefix", &prefix, NULL }, { "--status", &status, NULL },
+    { "--sort", &sort, NULL }, { "--reverse", NULL, &reverse },
+    { NULL, NULL, NULL }
+  };
+  int npos, r;
+
+  if ((r = ctl_parse_opts ("volume list", argc, argv, opts, pos, 0, &npos)))
+    return r;
+  if (status && strcmp (status, "available") && strcmp (status, "in-use"))
+    return ctl_usage_error ("volume list: --status must be \"available\" or "
+                            "\"in-use\", not \"%s\"", status);
+  if (sort && strcmp (sort, "name") && strcmp (sort, "size")
+      && strcmp (sort, "created"))
+    return ctl_usage_error ("volume list: --sort must be \"name\", \"size\" "
+                            "or \"created\", not \"%s\"", sort);
+
+  char *q = NULL, *path = NULL;
+  if ((prefix && !query_add (&q, "prefix", prefix))
+      || (status && !query_add (&q, "status", status))
+      || (sort && !query_add (&q, "sort", sort))
+      || (reverse && !query_add (&q, "order", "desc"))
+      || (path = malloc (strlen ("/v1/volumes") + (q ? strlen (q) : 0) + 1))
+         == NULL) {
+    free (q);
+    ctl_error ("out of memory");
+    return CTL_EXIT_SERVER;
+  }
+  sprintf (path, "/v1/volumes%s", q ? q : "");
+  free (q);
+
+  struct json_object *j, *vols;
+  r = ctl_http (g, "GET", path, NULL, &j);
+  if (r == CTL_EXIT_OK) {
+    if (!json_object_is_type (j, json_type_object)
+        || !json_object_object_get_ex (j, "volumes", &vols)
+        || !json_object_is_type (vols, json_type_array)) {
+      ctl_error ("blockd at %s sent an unexpected answer to GET %s (no "
+                 "\"volumes\" list)", g->api, path);
+      r = CTL_EXIT_SERVER;
+    }
+    else if (g->json)
+      ctl_print_json (j);
+    else
+      r = ctl_print_volume_table (vols);
+  }
+  json_object_put (j);
+  free (path);
+  return r;
+}
+
+static int
+cmd_show (const struct ctl_globals *g, int argc, char **argv)
+{
+  const char *pos[1];
+  const struct ctl_opt opts[] = { { NULL, NULL, NULL } };
+  int npos, r;
+
+  if ((r = ctl_parse_opts ("volume show", argc, argv, opts, pos, 1, &npos)))
+    return r;
+  if (npos == 0)
+    return ctl_usage_error ("volume show: missing NAME (usage: blockctl "
+                            "volume show NAME)");
+  if ((r = check_name (pos[0])))
+    return r;
+
+  char *path = volume_path (pos[0], "");
+  if (path == NULL)
+    return CTL_EXIT_SERVER;
+  r = request_and_print (g, "GET", path, NULL, ctl_print_volume);
+  free (path);
+  return r;
+}
+
+static int
+cmd_resize (const struct ctl_globals *g, int argc, char **argv)
+{
+  const char *size = NULL, *pos[1];
+  const struct ctl_opt opts[] = {
+    { "--size", &size, NULL }, { NULL, NULL, NULL }
+  };
+  int npos, r;
+
+  if ((r = ctl_parse_opts ("volume resize", argc, argv, opts, pos, 1, &npos)))
+    return r;
+  if (npos == 0)
+    return ctl_usage_error ("volume resize: missing NAME (usage: "
+                            USAGE_RESIZE ")");
+  if (size == NULL)
+    return ctl_usage_error ("volume resize: missing --size (usage: "
+                            USAGE_RESIZE ")");
+  if ((r = check_name (pos[0])) || (r = check_size (pos[0], size)))
+    return r;
+
+  char *path = volume_path (pos[0], "");
+  if (path == NULL)
+    return CTL_EXIT_SERVER;
+  struct json_object *body = json_object_new_object ();
+  json_object_object_add (body, "size", json_object_new_string (size));
+  r = request_and_print (g, "PATCH", path, body, ctl_print_volume);
+  free (path);
+  return r;
+}
+
+static int
+cmd_delete (const struct ctl_globals *g, int argc, char **argv)
+{
+  const char *pos[1];
+  bool force = false;
+  const struct ctl_opt opts[] = {
+    { "--force", NULL, &force }, { NULL, NULL, NULL }
+  };
+  int npos, r;
+
+  if ((r = ctl_parse_opts ("volume delete", argc, argv, opts, pos, 1, &npos)))
+    return r;
+  if (npos == 0)
+    return ctl_usage_error ("volume delete: missing NAME (usage: blockctl "
+                            "volume delete NAME [--force])");
+  if ((r = check_name (pos[0])))
+    return r;
+
+  char *path = volume_path (pos[0], force ? "?force=true" : "");
+  if (path == NULL)
+    return CTL_EXIT_SERVER;
+  struct json_object *j;
+  r = ctl_http (g, "DELETE", path, NULL, &j);
+  json_object_put (j);              /* 204: nothing; anything else: unused */
+  free (path);
+  if (r != CTL_EXIT_OK)
+    return r;
+
+  if (g->json) {
+    struct json_object *out = json_object_new_object ();
+    json_object_object_add (out, "deleted", json_object_new_string (pos[0]));
+    ctl_print_json (out);
+    json_object_put (out);
+  }
+  else
+    printf ("deleted volume \"%s\"\n", pos[0]);
+  return CTL_EXIT_OK;
+}
+
+int
+ctl_cmd_volume (const struct ctl_globals *g, int argc, char **argv)
+{
+  static const struct {
+    const char *name;
+    int (*fn) (const struct ctl_globals *, int, char **);
+  } subs[] = {
+    { "create", cmd_create }, { "list", cmd_list },
+    { "show", cmd_show }, { "resize", cmd_resize }, { "delete", cmd_delete },
+    { NULL, NULL }
+  };
+
+  if (argc < 2)
+    return ctl_usage_error ("volume: missing subcommand (" VOLUME_SUBCOMMANDS
+                            "; see \"blockctl volume --help\")");
+  if (strcmp (argv[1], "help") == 0) {
+    ctl_help_volume ();
+    return CTL_EXIT_OK;
+  }
+  for (int i = 0; subs[i].name; i++)
+    if (strcmp (argv[1], subs[i].name) == 0)
+      return subs[i].fn (g, argc - 2, argv + 2);
+  return ctl_usage_error ("volume: unknown subcommand \"%s\" ("
+                          VOLUME_SUBCOMMANDS ")", argv[1]);
+}
+
+int
+ctl_cmd_pool (const struct ctl_globals *g, int argc, char **argv)
+{
+  const char *pos[1];
+  const struct ctl_opt opts[] = { { NULL, NULL, NULL } };
+  int npos, r;
+
+  if (argc < 2)
+    return ctl_usage_error ("pool: missing subcommand (show; see \"blockctl "
+                            "pool --help\")");
+  if (strcmp (argv[1], "help") == 0) {
+    ctl_help_pool ();
+    return CTL_EXIT_OK;
+  }
+  if (strcmp (argv[1], "show") != 0)
+    return ctl_usage_error ("pool: unknown subcommand \"%s\" (show)",
+                            argv[1]);
+  if ((r = ctl_parse_opts ("pool show", argc - 2, argv + 2, opts, pos, 0,
+                           &npos)))
+    return r;
+  return request_and_print (g, "GET", "/v1/pool", NULL, ctl_print_pool);
+}

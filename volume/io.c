@@ -1,0 +1,517 @@
+/* volume/io.c — the data path: reads, writes, trim and write-zeroes on the
+ * caller's io_uring, O_DIRECT on the pool file.
+ *
+ * A request is cut at chunk boundaries into pieces; each piece maps to one
+ * pool chunk (allocated on first write) and becomes one SQE.  Every piece
+ * pins its chunk until its SQE completes, so a chunk unmapped by a
+ * concurrent trim or delete is not reused while I/O to it is in flight.
+ *
+ * Requests that are not aligned to the pool's O_DIRECT alignment go through
+ * a bounce buffer covering the aligned range: reads copy out of it; writes
+ * read the partial edge blocks first (read-modify-write), and an unaligned
+ * write waits while another one overlapping the same blocks is in flight.
+ */
+#include "volume/internal.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+#define NO_CHUNK UINT32_MAX
+
+enum phase { PH_START, PH_RMW_READ, PH_MAIN, PH_SYNC, PH_PARKED };
+
+struct vol_sub {
+  int kind;                 /* enum sub_kind: first member, see internal.h */
+  struct vol_io *io;
+  uint32_t phys;            /* pinned chunk, or NO_CHUNK */
+  uint32_t len;             /* bytes the SQE must transfer */
+  uint64_t foff;            /* offset in the pool file */
+  uint64_t bpos;            /* offset in the data buffer */
+  int fmode;                /* SUB_FALLOC: fallocate mode */
+};
+
+static inline uint64_t align_down (uint64_t x, uint64_t a) { return x & ~(a - 1); }
+static inline uint64_t align_up (uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
+
+static struct io_uring_sqe *
+get_sqe (struct io_uring *ring)
+{
+  struct io_uring_sqe *sqe = io_uring_get_sqe (ring);
+  if (sqe == NULL) {
+    io_uring_submit (ring);
+    sqe = io_uring_get_sqe (ring);
+  }
+  return sqe;
+}
+
+static int
+subs_reserve (struct vol_io *io, unsigned n)
+{
+  if (io->capsubs >= n)
+    return 0;
+  struct vol_sub *s = realloc (io->subs, n * sizeof *s);
+  if (s == NULL)
+    return -ENOMEM;
+  io->subs = s;
+  io->capsubs = n;
+  return 0;
+}
+
+static struct vol_sub *
+sub_add (struct vol_io *io, int kind, uint32_t phys, uint64_t foff, uint32_t len, uint64_t bpos)
+{
+  struct vol_sub *s = &io->subs[io->nsubs++];
+  *s = (struct vol_sub) { .kind = kind, .io = io, .phys = phys, .len = len,
+                          .foff = foff, .bpos = bpos };
+  return s;
+}
+
+static void
+pin (struct vol_store *st, uint32_t phys)
+{
+  atomic_fetch_add (&st->pins[phys], 1);
+}
+
+static void
+unpin (struct vol_store *st, uint32_t phys, struct vol_ioctx *ctx)
+{
+  uint32_t old = atomic_fetch_sub (&st->pins[phys], 1);
+  if (old == (PIN_FREE_PENDING | 1))
+    chunk_release (st, phys, ctx);
+}
+
+/* Submit one SQE for a sub.  Returns 0 or -errno (no SQE available). */
+static int
+sub_submit (struct vol_io *io, struct vol_sub *s, void *base)
+{
+  struct vol_store *st = io->vol->st;
+  struct io_uring_sqe *sqe = get_sqe (io->ctx->ring);
+  if (sqe == NULL)
+    return -EBUSY;
+  switch (s->kind) {
+  case SUB_READ:
+  case SUB_RMW_READ:
+    io_uring_prep_read (sqe, st->pool_fd, (char *) base + s->bpos, s->len, s->foff);
+    break;
+  case SUB_WRITE:
+    io_uring_prep_write (sqe, st->pool_fd, (char *) base + s->bpos, s->len, s->foff);
+    break;
+  case SUB_FALLOC:
+    io_uring_prep_fallocate (sqe, st->pool_fd, s->fmode, s->foff, s->len);
+    break;
+  }
+  io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) s | io->ctx->tag);
+  io->pending++;
+  return 0;
+}
+
+/* Map chunk for writing: allocate it on first write.  Caller holds v->lock.
+ * Returns phys + 1, or -errno. */
+static int64_t
+map_for_write (struct volume *v, uint64_t chunk, bool *fresh)
+{
+  struct vol_store *st = v->st;
+  uint32_t p = map_get (v, chunk);
+  *fresh = false;
+  if (p)
+    return p;
+  if (v->deleted)
+    return -ESHUTDOWN;
+  uint32_t phys;
+  int r = alloc_chunk (st, &phys);
+  if (r < 0)
+    return r;
+  if ((r = map_set (v, chunk, phys + 1)) < 0 || (r = meta_put_map (v, chunk, phys + 1)) < 0) {
+    map_set (v, chunk, 0);
+    chunk_release (st, phys, NULL);
+    return r;
+  }
+  *fresh = true;
+  return phys + 1;
+}
+
+static int finish (struct vol_io *io);
+
+static void
+set_result (struct vol_io *io, int r)
+{
+  if (io->result == 0)
+    io->result = r;
+}
+
+/* ---- read ------------------------------------------------------------------ */
+static int
+do_read (struct vol_io *io)
+{
+  struct volume *v = io->vol;
+  struct vol_store *st = v->st;
+  uint64_t a = st->dio_align;
+  uint64_t lo = align_down (io->offset, a), hi = align_up (io->offset + io->length, a);
+  void *target = io->buf;
+  if (lo != io->offset || hi != io->offset + io->length || ((uintptr_t) io->buf & (a - 1))) {
+    if (posix_memalign (&io->bounce, a, hi - lo) != 0)
+      return -ENOMEM;
+    target = io->bounce;
+  }
+  unsigned n = (unsigned) (((hi - 1) >> st->chunk_shift) - (lo >> st->chunk_shift) + 1);
+  if (subs_reserve (io, n) < 0)
+    return -ENOMEM;
+
+  pthread_mutex_lock (&v->lock);
+  for (uint64_t pos = lo; pos < hi;) {
+    uint64_t chunk = pos >> st->chunk_shift;
+    uint64_t cend = (chunk + 1) << st->chunk_shift;
+    uint32_t len = (uint32_t) ((cend < hi ? cend : hi) - pos);
+    uint32_t p = map_get (v, chunk);
+    if (p == 0)
+      memset ((char *) target + (pos - lo), 0, len);
+    else {
+      pin (st, p - 1);
+      sub_add (io, SUB_READ, p - 1, ((uint64_t) (p - 1) << st->chunk_shift) + (pos & (st->chunk_size - 1)),
+               len, pos - lo);
+    }
+    pos += len;
+  }
+  pthread_mutex_unlock (&v->lock);
+  io->phase = PH_MAIN;
+  for (unsigned i = 0; i < io->nsubs; i++)
+    if (sub_submit (io, &io->subs[i], target) < 0) {
+      set_result (io, -EBUSY);
+      unpin (st, io->subs[i].phys, io->ctx);
+      io->subs[i].phys = NO_CHUNK;
+    }
+  return 0;
+}
+
+/* ---- write ----------------------------------------------------------------- */
+static bool
+rmw_overlaps (struct vol_io *list, uint64_t lo, uint64_t hi)
+{
+  for (; list; list = list->next)
+    if (list->rmw_lo < hi && lo < list->rmw_hi)
+      return true;
+  return false;
+}
+
+static void
+rmw_leave (struct vol_io *io)
+{
+  struct volume *v = io->vol;
+  pthread_mutex_lock (&v->lock);
+  for (struct vol_io **pp = &v->rmw_active; *pp; pp = &(*pp)->next)
+    if (*pp == io) {
+      *pp = io->next;
+      break;
+    }
+  struct vol_io *w = v->rmw_waiting;
+  v->rmw_waiting = NULL;
+  pthread_mutex_unlock (&v->lock);
+  io->next = NULL;
+  io->rmw_hi = 0;
+  while (w) {                       /* they retry on their own threads */
+    struct vol_io *n = w->next;
+    w->next = NULL;
+    w->ctx->post (w->ctx, w);
+    w = n;
+  }
+}
+
+static int
+do_write (struct vol_io *io)
+{
+  struct volume *v = io->vol;
+  struct vol_store *st = v->st;
+  uint64_t a = st->dio_align;
+  uint64_t end = io->offset + io->length;
+  uint64_t lo = align_down (io->offset, a), hi = align_up (end, a);
+  bool rmw = lo != io->offset || hi != end || ((uintptr_t) io->buf & (a - 1));
+  unsigned n = (unsigned) (((hi - 1) >> st->chunk_shift) - (lo >> st->chunk_shift) + 1);
+  if (subs_reserve (io, n + 2) < 0)
+    return -ENOMEM;
+  if (rmw && io->bounce == NULL && posix_memalign (&io->bounce, a, hi - lo) != 0)
+    return -ENOMEM;
+
+  pthread_mutex_lock (&v->lock);
+  if (rmw) {
+    if (rmw_overlaps (v->rmw_active, lo, hi)) {
+      io->phase = PH_PARKED;
+      io->next = v->rmw_waiting;
+      v->rmw_waiting = io;
+      pthread_mutex_unlock (&v->lock);
+      return 0;
+    }
+    io->rmw_lo = lo;
+    io->rmw_hi = hi;
+    io->next = v->rmw_active;
+    v->rmw_active = io;
+  }
+  int r = 0;
+  for (uint64_t pos = lo; pos < hi;) {
+    uint64_t chunk = pos >> st->chunk_shift;
+    uint64_t cend = (chunk + 1) << st->chunk_shift;
+    uint32_t len = (uint32_t) ((cend < hi ? cend : hi) - pos);
+    bool fresh;
+    int64_t p = map_for_write (v, chunk, &fresh);
+    if (p < 0) {
+      r = (int) p;
+      break;
+    }
+    pin (st, (uint32_t) p - 1);
+    sub_add (io, SUB_WRITE, (uint32_t) p - 1,
+             ((uint64_t) (p - 1) << st->chunk_shift) + (pos & (st->chunk_size - 1)), len,
+             pos - lo);
+    pos += len;
+  }
+  pthread_mutex_unlock (&v->lock);
+  if (r < 0) {
+    set_result (io, r);
+    return finish (io);             /* unpins what was pinned */
+  }
+
+  unsigned nwrites = io->nsubs;
+  if (rmw) {
+    /* Read the partial edge blocks into the bounce buffer. */
+    uint64_t edges[2] = { io->offset != lo ? lo : UINT64_MAX, end != hi ? hi - a : UINT64_MAX };
+    if (edges[1] == edges[0])
+      edges[1] = UINT64_MAX;        /* one block holds both edges */
+    memset (io->bounce, 0, hi - lo);
+    for (int e = 0; e < 2; e++) {
+      if (edges[e] == UINT64_MAX)
+        continue;
+      for (unsigned i = 0; i < nwrites; i++) {
+        struct vol_sub *w = &io->subs[i];
+        uint64_t wpos = lo + w->bpos;
+        if (edges[e] >= wpos && edges[e] < wpos + w->len) {
+          sub_add (io, SUB_RMW_READ, NO_CHUNK, w->foff + (edges[e] - wpos), (uint32_t) a,
+                   edges[e] - lo);
+          break;
+        }
+      }
+    }
+    if (io->nsubs > nwrites) {
+      io->phase = PH_RMW_READ;
+      for (unsigned i = nwrites; i < io->nsubs; i++)
+        if (sub_submit (io, &io->subs[i], io->bounce) < 0)
+          set_result (io, -EBUSY);
+      if (io->pending)
+        return 0;
+      return finish (io);
+    }
+    memcpy ((char *) io->bounce + (io->offset - lo), io->buf, io->length);
+  }
+  io->phase = PH_MAIN;
+  for (unsigned i = 0; i < nwrites; i++)
+    if (sub_submit (io, &io->subs[i], rmw ? io->bounce : io->buf) < 0)
+      set_result (io, -EBUSY);
+  if (io->pending)
+    return 0;
+  return finish (io);
+}
+
+/* Phase 2 of a read-modify-write: merge the new bytes and write. */
+static void
+rmw_write (struct vol_io *io)
+{
+  uint64_t lo = io->rmw_lo;
+  memcpy ((char *) io->bounce + (io->offset - lo), io->buf, io->length);
+  io->phase = PH_MAIN;
+  for (unsigned i = 0; i < io->nsubs; i++)
+    if (io->subs[i].kind == SUB_WRITE && sub_submit (io, &io->subs[i], io->bounce) < 0)
+      set_result (io, -EBUSY);
+}
+
+/* ---- trim and write-zeroes --------------------------------------------------- */
+static int
+do_zero (struct vol_io *io)
+{
+  struct volume *v = io->vol;
+  struct vol_store *st = v->st;
+  bool keep = io->op == VOL_OP_ZERO && (io->flags & VOL_F_NO_HOLE);
+  uint64_t end = io->offset + io->length;
+  unsigned n = (unsigned) (((end - 1) >> st->chunk_shift) - (io->offset >> st->chunk_shift) + 1);
+  if (subs_reserve (io, n) < 0)
+    return -ENOMEM;
+  int r = 0;
+  pthread_mutex_lock (&v->lock);
+  for (uint64_t pos = io->offset; pos < end && r == 0;) {
+    uint64_t chunk = pos >> st->chunk_shift;
+    uint64_t cend = (chunk + 1) << st->chunk_shift;
+    uint32_t len = (uint32_t) ((cend < end ? cend : end) - pos);
+    uint32_t coff = (uint32_t) (pos & (st->chunk_size - 1));
+    uint32_t p = map_get (v, chunk);
+    pos += len;
+    if (!keep && p == 0)
+      continue;                     /* a hole already reads as zeros */
+    if (!keep && len == st->chunk_size) {
+      /* Unmap the whole chunk: it goes back to the pool. */
+      if ((r = meta_put_map (v, chunk, 0)) == 0) {
+        map_set (v, chunk, 0);
+        chunk_unmap (st, p - 1, io->ctx);
+      }
+      continue;
+    }
+    int mode;
+    if (p == 0) {
+      bool fresh;
+      int64_t q = map_for_write (v, chunk, &fresh);
+      if (q < 0) {
+        r = (int) q;
+        break;
+      }
+      p = (uint32_t) q;
+      mode = FALLOC_FL_KEEP_SIZE;   /* reserve space; a fresh chunk reads as zeros */
+    }
+    else
+      mode = keep ? FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
+                  : FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+    pin (st, p - 1);
+    struct vol_sub *s = sub_add (io, SUB_FALLOC, p - 1,
+                                 ((uint64_t) (p - 1) << st->chunk_shift) + coff, len, 0);
+    s->fmode = mode;
+  }
+  pthread_mutex_unlock (&v->lock);
+  if (r < 0)
+    set_result (io, r);
+  io->phase = PH_MAIN;
+  for (unsigned i = 0; i < io->nsubs; i++)
+    if (sub_submit (io, &io->subs[i], NULL) < 0)
+      set_result (io, -EBUSY);
+  if (io->pending)
+    return 0;
+  return finish (io);
+}
+
+/* ---- completion ------------------------------------------------------------ */
+
+/* All SQEs of io are done: release pins and buffers, then sync or complete.
+ * Does not call io->done; callers decide. */
+static void
+finish_io (struct vol_io *io)
+{
+  struct vol_store *st = io->vol->st;
+  for (unsigned i = 0; i < io->nsubs; i++)
+    if (io->subs[i].phys != NO_CHUNK && io->subs[i].kind != SUB_RMW_READ)
+      unpin (st, io->subs[i].phys, io->ctx);
+  io->nsubs = 0;
+  if (io->op == VOL_OP_READ && io->bounce && io->result == 0) {
+    uint64_t lo = align_down (io->offset, st->dio_align);
+    memcpy (io->buf, (char *) io->bounce + (io->offset - lo), io->length);
+  }
+  if (io->op == VOL_OP_WRITE && io->rmw_hi)
+    rmw_leave (io);
+  free (io->bounce);
+  io->bounce = NULL;
+  if (io->result == -EOPNOTSUPP)
+    io->result = -ENOTSUP;
+  bool fua = (io->flags & VOL_F_FUA) && io->op != VOL_OP_READ;
+  if (io->result == 0 && fua) {
+    io->phase = PH_SYNC;
+    sync_enqueue (st, io);
+  }
+}
+
+/* Returns 1 if io is complete, 0 if it went on to the sync thread. */
+static int
+finish (struct vol_io *io)
+{
+  finish_io (io);
+  return io->phase == PH_SYNC ? 0 : 1;
+}
+
+void
+vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
+{
+  struct vol_sub *s = (struct vol_sub *) (uintptr_t) (cqe->user_data & ~VOL_UD_TAG_MASK);
+  if (s->kind == SUB_RELEASE) {
+    io_release_cqe (ctx->store, cqe);
+    return;
+  }
+  struct vol_io *io = s->io;
+  if (cqe->res < 0) {
+    log_error_ratelimited ("volume %s: pool %s failed at pool offset %llu: %s", io->vol->name,
+                           s->kind == SUB_FALLOC ? "fallocate" : s->kind == SUB_WRITE ? "write" : "read",
+                           (unsigned long long) s->foff, strerror (-cqe->res));
+    set_result (io, cqe->res);
+  }
+  else if (s->kind != SUB_FALLOC && (uint32_t) cqe->res != s->len)
+    set_result (io, -EIO);        /* short transfer inside the pool: never expected */
+  if (--io->pending > 0)
+    return;
+  if (io->phase == PH_RMW_READ && io->result == 0) {
+    rmw_write (io);
+    if (io->pending)
+      return;
+  }
+  if (finish (io))
+    io->done (io);
+}
+
+int
+vol_io_submit (struct vol_io *io)
+{
+  io->result = 0;
+  io->pending = 0;
+  io->nsubs = 0;
+  io->phase = PH_START;
+  io->rmw_hi = 0;
+  io->next = NULL;
+  int r;
+  switch (io->op) {
+  case VOL_OP_FLUSH:
+    io->phase = PH_SYNC;
+    sync_enqueue (io->vol->st, io);
+    return 0;
+  case VOL_OP_READ:
+    if (io->length == 0)
+      return 1;
+    r = do_read (io);
+    if (r == 0 && io->pending == 0)
+      return finish (io);
+    break;
+  case VOL_OP_WRITE:
+    if (io->length == 0)
+      return 1;
+    r = do_write (io);
+    break;
+  case VOL_OP_TRIM:
+  case VOL_OP_ZERO:
+    if (io->length == 0)
+      return 1;
+    r = do_zero (io);
+    break;
+  default:
+    r = -EINVAL;
+  }
+  if (r < 0) {
+    io->result = r;
+    free (io->bounce);
+    io->bounce = NULL;
+    return 1;
+  }
+  return r;
+}
+
+void
+vol_io_resume (struct vol_io *io)
+{
+  if (io->phase == PH_PARKED) {
+    if (vol_io_submit (io) == 1)
+      io->done (io);
+    return;
+  }
+  io->done (io);              /* back from the sync thread */
+}
+
+void
+vol_io_release (struct vol_io *io)
+{
+  free (io->subs);
+  io->subs = NULL;
+  io->capsubs = 0;
+  free (io->bounce);
+  io->bounce = NULL;
+}

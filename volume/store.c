@@ -1,0 +1,656 @@
+/* volume/store.c — the store: pool file, RocksDB metadata, allocator,
+ * recovery, and the volume registry.
+ *
+ * Metadata keys (RocksDB, default column family):
+ *   "S"                          store parameters (JSON)
+ *   "V" <id, 36 chars>           a volume (JSON)
+ *   "M" <uuid, 16 bytes> <chunk, be64>   -> <phys, be32>   one chunk map entry
+ *
+ * The chunk maps are the only truth about which pool chunks are in use: the
+ * allocator is rebuilt from them on open and every free chunk is punched
+ * out of the pool file then, so a crash can neither leak space nor let a
+ * reused chunk show another volume's old data.
+ */
+#include "volume/internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <liburing.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+void
+set_err (char *err, size_t errlen, const char *fmt, ...)
+{
+  if (err == NULL || errlen == 0)
+    return;
+  va_list ap;
+  va_start (ap, fmt);
+  vsnprintf (err, errlen, fmt, ap);
+  va_end (ap);
+}
+
+/* ---- chunk maps ----------------------------------------------------------- */
+
+/* Caller holds v->lock. */
+uint32_t
+map_get (struct volume *v, uint64_t chunk)
+{
+  uint64_t l = chunk >> LEAF_SHIFT;
+  if (l >= v->nleaves || v->leaves[l] == NULL)
+    return 0;
+  return v->leaves[l][chunk & (LEAF_ENTRIES - 1)];
+}
+
+static int
+map_grow (struct volume *v, uint64_t size)
+{
+  uint64_t nchunks = (size + v->st->chunk_size - 1) >> v->st->chunk_shift;
+  uint64_t nleaves = (nchunks + LEAF_ENTRIES - 1) >> LEAF_SHIFT;
+  if (nleaves <= v->nleaves)
+    return 0;
+  uint32_t **l = realloc (v->leaves, nleaves * sizeof *l);
+  if (l == NULL)
+    return -ENOMEM;
+  memset (l + v->nleaves, 0, (nleaves - v->nleaves) * sizeof *l);
+  v->leaves = l;
+  v->nleaves = nleaves;
+  return 0;
+}
+
+/* Caller holds v->lock.  Returns 0 or -ENOMEM. */
+int
+map_set (struct volume *v, uint64_t chunk, uint32_t phys_plus1)
+{
+  uint64_t l = chunk >> LEAF_SHIFT;
+  if (l >= v->nleaves)
+    return -EINVAL;
+  if (v->leaves[l] == NULL) {
+    if (phys_plus1 == 0)
+      return 0;
+    v->leaves[l] = calloc (LEAF_ENTRIES, sizeof (uint32_t));
+    if (v->leaves[l] == NULL)
+      return -ENOMEM;
+  }
+  uint32_t *e = &v->leaves[l][chunk & (LEAF_ENTRIES - 1)];
+  if (*e == 0 && phys_plus1 != 0) v->nmapped++;
+  if (*e != 0 && phys_plus1 == 0) v->nmapped--;
+  *e = phys_plus1;
+  return 0;
+}
+
+static void
+map_key (char key[25], const struct volume *v, uint64_t chunk)
+{
+  key[0] = 'M';
+  memcpy (key + 1, v->uuid, 16);
+  for (int i = 0; i < 8; i++)
+    key[17 + i] = (char) (chunk >> (56 - 8 * i));
+}
+
+/* Record a chunk map entry (phys_plus1 == 0 deletes it).  Written to the
+ * WAL at once (it survives a process crash), synced by the next flush. */
+int
+meta_put_map (struct volume *v, uint64_t chunk, uint32_t phys_plus1)
+{
+  struct vol_store *st = v->st;
+  char key[25];
+  char *dberr = NULL;
+  map_key (key, v, chunk);
+  if (phys_plus1) {
+    uint32_t phys = phys_plus1 - 1;
+    char val[4] = { (char) (phys >> 24), (char) (phys >> 16), (char) (phys >> 8), (char) phys };
+    rocksdb_put (st->db, st->wopts, key, sizeof key, val, sizeof val, &dberr);
+  }
+  else
+    rocksdb_delete (st->db, st->wopts, key, sizeof key, &dberr);
+  atomic_fetch_add (&st->meta_seq, 1);
+  if (dberr) {
+    log_error_ratelimited ("metadata write failed: %s", dberr);
+    free (dberr);
+    return -EIO;
+  }
+  return 0;
+}
+
+int
+meta_put_volume (struct volume *v)
+{
+  json_object *o = json_object_new_object ();
+  json_object_object_add (o, "id", json_object_new_string (v->id));
+  json_object_object_add (o, "name", json_object_new_string (v->name));
+  json_object_object_add (o, "type", json_object_new_string (v->type));
+  json_object_object_add (o, "size", json_object_new_int64 ((int64_t) v->size));
+  json_object_object_add (o, "created", json_object_new_int64 (v->created));
+  const char *s = json_object_to_json_string_ext (o, JSON_C_TO_STRING_PLAIN);
+  char key[1 + VOL_ID_LEN];
+  key[0] = 'V';
+  memcpy (key + 1, v->id, VOL_ID_LEN);
+  char *dberr = NULL;
+  rocksdb_put (v->st->db, v->st->wopts, key, sizeof key, s, strlen (s), &dberr);
+  json_object_put (o);
+  atomic_fetch_add (&v->st->meta_seq, 1);
+  if (dberr) {
+    log_error ("metadata write failed for volume %s: %s", v->name, dberr);
+    free (dberr);
+    return -EIO;
+  }
+  return 0;
+}
+
+/* ---- allocator -------------------------------------------------------------- */
+
+static inline bool bit_get (const uint64_t *bm, uint64_t i) { return bm[i >> 6] >> (i & 63) & 1; }
+static inline void bit_set (uint64_t *bm, uint64_t i) { bm[i >> 6] |= 1ULL << (i & 63); }
+static inline void bit_clr (uint64_t *bm, uint64_t i) { bm[i >> 6] &= ~(1ULL << (i & 63)); }
+
+/* Returns 0 and a free chunk in *phys (now in use), or -ENOSPC. */
+int
+alloc_chunk (struct vol_store *st, uint32_t *phys)
+{
+  pthread_mutex_lock (&st->alloc_lock);
+  if (st->nfree == 0) {
+    pthread_mutex_unlock (&st->alloc_lock);
+    return -ENOSPC;
+  }
+  uint64_t nwords = (st->nchunks + 63) / 64;
+  uint64_t w = st->alloc_hint / 64;
+  for (uint64_t n = 0; n <= nwords; n++, w = (w + 1) % nwords) {
+    uint64_t free_bits = ~st->bitmap[w];
+    if (free_bits == 0)
+      continue;
+    uint64_t i = w * 64 + (uint64_t) __builtin_ctzll (free_bits);
+    if (i >= st->nchunks)
+      continue;
+    bit_set (st->bitmap, i);
+    st->nfree--;
+    st->alloc_hint = i + 1;
+    pthread_mutex_unlock (&st->alloc_lock);
+    *phys = (uint32_t) i;
+    return 0;
+  }
+  pthread_mutex_unlock (&st->alloc_lock);
+  return -ENOSPC;
+}
+
+static void
+alloc_free (struct vol_store *st, uint32_t phys)
+{
+  pthread_mutex_lock (&st->alloc_lock);
+  if (bit_get (st->bitmap, phys)) {
+    bit_clr (st->bitmap, phys);
+    st->nfree++;
+  }
+  pthread_mutex_unlock (&st->alloc_lock);
+}
+
+static int
+punch (struct vol_store *st, uint64_t off, uint64_t len)
+{
+  if (fallocate (st->pool_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                 (off_t) off, (off_t) len) < 0)
+    return -errno;
+  return 0;
+}
+
+/* A chunk whose pins drained: punch it out of the pool (so it reads as
+ * zeros when reused), then give it to the allocator.  With a ring the punch
+ * is asynchronous and io_release_cqe() finishes the job. */
+
+void
+chunk_release (struct vol_store *st, uint32_t phys, struct vol_ioctx *ctx)
+{
+  atomic_store (&st->pins[phys], 0);
+  if (ctx) {
+    struct io_uring_sqe *sqe = io_uring_get_sqe (ctx->ring);
+    struct release_op *op = sqe ? malloc (sizeof *op) : NULL;
+    if (op) {
+      op->kind = SUB_RELEASE;
+      op->phys = phys;
+      io_uring_prep_fallocate (sqe, st->pool_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                               (uint64_t) phys << st->chunk_shift, st->chunk_size);
+      io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) op | ctx->tag);
+      return;
+    }
+    if (sqe)   /* no memory: turn the SQE into a no-op, punch synchronously */
+      io_uring_prep_nop (sqe);
+  }
+  int r = punch (st, (uint64_t) phys << st->chunk_shift, st->chunk_size);
+  if (r < 0)
+    log_error_ratelimited ("punching chunk %u: %s (space stays in use until restart)",
+                           phys, strerror (-r));
+  else
+    alloc_free (st, phys);
+}
+
+void
+io_release_cqe (struct vol_store *st, struct io_uring_cqe *cqe)
+{
+  struct release_op *op = (struct release_op *) (uintptr_t) (cqe->user_data & ~VOL_UD_TAG_MASK);
+  if (cqe->res < 0)
+    log_error_ratelimited ("punching chunk %u: %s (space stays in use until restart)",
+                           op->phys, strerror (-cqe->res));
+  else
+    alloc_free (st, op->phys);
+  free (op);
+}
+
+/* The volume no longer maps phys: release it now, or let the last pin do it. */
+void
+chunk_unmap (struct vol_store *st, uint32_t phys, struct vol_ioctx *ctx)
+{
+  uint32_t old = atomic_fetch_or (&st->pins[phys], PIN_FREE_PENDING);
+  if ((old & ~PIN_FREE_PENDING) == 0)
+    chunk_release (st, phys, ctx);
+}
+
+/* ---- volumes ---------------------------------------------------------------- */
+
+const char *
+vol_status_name (enum vol_status s)
+{
+  return s == VOL_IN_USE ? "in-use" : "available";
+}
+
+const char *
+vol_name_invalid (const char *name)
+{
+  size_t n = strlen (name);
+  if (n == 0)
+    return "must not be empty";
+  if (n > VOL_NAME_MAX)
+    return "is longer than 63 characters";
+  if (name[0] == '.' || name[0] == '-')
+    return "must not start with '.' or '-'";
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char) name[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+          || c == '.' || c == '_' || c == '-'))
+      return "may contain only letters, digits, '.', '_' and '-'";
+  }
+  return NULL;
+}
+
+const char *
+vol_size_invalid (uint64_t size)
+{
+  if (size == 0)
+    return "must be positive";
+  if (size % VOL_SIZE_ALIGN)
+    return "must be a multiple of 512 bytes";
+  if (size > VOL_MAX_SIZE)
+    return "is larger than the maximum of 256T";
+  return NULL;
+}
+
+static void
+fill_info (struct volume *v, struct vol_info *vi)
+{
+  memset (vi, 0, sizeof *vi);
+  memcpy (vi->id, v->id, sizeof vi->id);
+  memcpy (vi->name, v->name, sizeof vi->name);
+  memcpy (vi->type, v->type, sizeof vi->type);
+  vi->created = v->created;
+  pthread_mutex_lock (&v->lock);
+  vi->size = v->size;
+  vi->allocated = v->nmapped << v->st->chunk_shift;
+  vi->connections = v->nsessions;
+  pthread_mutex_unlock (&v->lock);
+}
+
+static struct volume *
+volume_new (struct vol_store *st)
+{
+  struct volume *v = calloc (1, sizeof *v);
+  if (v == NULL)
+    return NULL;
+  v->st = st;
+  atomic_init (&v->refs, 1);
+  pthread_mutex_init (&v->lock, NULL);
+  return v;
+}
+
+/* Drop a reference.  The last one frees the volume; for a deleted volume
+ * it also gives every chunk back to the pool. */
+void
+volume_put (struct volume *v)
+{
+  if (atomic_fetch_sub (&v->refs, 1) != 1)
+    return;
+  for (uint64_t l = 0; l < v->nleaves; l++) {
+    if (v->leaves[l] == NULL)
+      continue;
+    if (v->deleted)
+      for (unsigned i = 0; i < LEAF_ENTRIES; i++)
+        if (v->leaves[l][i])
+          chunk_unmap (v->st, v->leaves[l][i] - 1, NULL);
+    free (v->leaves[l]);
+  }
+  free (v->leaves);
+  pthread_mutex_destroy (&v->lock);
+  free (v);
+}
+
+/* Caller holds st->lock. */
+static struct volume *
+find_unlocked (struct vol_store *st, const char *name_or_id)
+{
+  for (size_t i = 0; i < st->nvols; i++)
+    if (strcmp (st->vols[i]->name, name_or_id) == 0 || strcmp (st->vols[i]->id, name_or_id) == 0)
+      return st->vols[i];
+  return NULL;
+}
+
+static int
+registry_add (struct vol_store *st, struct volume *v)
+{
+  if (st->nvols == st->capvols) {
+    size_t cap = st->capvols ? st->capvols * 2 : 16;
+    struct volume **n = realloc (st->vols, cap * sizeof *n);
+    if (n == NULL)
+      return -ENOMEM;
+    st->vols = n;
+    st->capvols = cap;
+  }
+  st->vols[st->nvols++] = v;
+  return 0;
+}
+
+int
+vol_create (struct vol_store *st, const char *name, uint64_t size, const char *type,
+            struct vol_info *out, char *err, size_t errlen)
+{
+  const char *why;
+  if ((why = vol_name_invalid (name)) != NULL) {
+    set_err (err, errlen, "volume name \"%.80s\" %s", name, why);
+    return -EINVAL;
+  }
+  if ((why = vol_size_invalid (size)) != NULL) {
+    set_err (err, errlen, "volume \"%s\": size %llu %s", name, (unsigned long long) size, why);
+    return -EINVAL;
+  }
+  if (type == NULL || *type == '\0')
+    type = "standard";
+  if ((why = vol_name_invalid (type)) != NULL || strlen (type) > VOL_TYPE_MAX) {
+    set_err (err, errlen, "volume \"%s\": disk type \"%.40s\" is invalid "
+             "(1-31 letters, digits, '.', '_' or '-')", name, type);
+    return -EINVAL;
+  }
+
+  struct volume *v = volume_new (st);
+  if (v == NULL)
+    return -ENOMEM;
+  uuid_generate_random (v->uuid);
+  uuid_unparse_lower (v->uuid, v->id);
+  snprintf (v->name, sizeof v->name, "%s", name);
+  snprintf (v->type, sizeof v->type, "%s", type);
+  v->created = time (NULL);
+  v->size = size;
+  int r = map_grow (v, size);
+
+  pthread_mutex_lock (&st->lock);
+  if (r == 0 && find_unlocked (st, name)) {
+    set_err (err, errlen, "volume \"%s\" already exists (choose another name)", name);
+    r = -EEXIST;
+  }
+  if (r == 0 && (r = meta_put_volume (v)) < 0)
+    set_err (err, errlen, "volume \"%s\": could not record it in the metadata store", name);
+  if (r == 0 && (r = registry_add (st, v)) < 0)
+    set_err (err, errlen, "out of memory");
+  pthread_mutex_unlock (&st->lock);
+  if (r < 0) {
+    volume_put (v);
+    return r;
+  }
+  log_info ("created volume %s (%s), %llu bytes", v->name, v->id, (unsigned long long) size);
+  if (out)
+    fill_info (v, out);
+  return 0;
+}
+
+int
+vol_stat (struct vol_store *st, const char *name_or_id, struct vol_info *out,
+          char *err, size_t errlen)
+{
+  pthread_mutex_lock (&st->lock);
+  struct volume *v = find_unlocked (st, name_or_id);
+  if (v)
+    fill_info (v, out);
+  pthread_mutex_unlock (&st->lock);
+  if (v == NULL) {
+    set_err (err, errlen, "volume \"%.80s\" not found", name_or_id);
+    return -ENOENT;
+  }
+  return 0;
+}
+
+int
+vol_resize (struct vol_store *st, const char *name_or_id, uint64_t new_size,
+            struct vol_info *out, char *err, size_t errlen)
+{
+  const char *why;
+  int r = 0;
+  pthread_mutex_lock (&st->lock);
+  struct volume *v = find_unlocked (st, name_or_id);
+  if (v == NULL) {
+    set_err (err, errlen, "volume \"%.80s\" not found", name_or_id);
+    r = -ENOENT;
+  }
+  else if ((why = vol_size_invalid (new_size)) != NULL) {
+    set_err (err, errlen, "volume \"%s\": size %llu %s", v->name,
+             (unsigned long long) new_size, why);
+    r = -EINVAL;
+  }
+  else {
+    pthread_mutex_lock (&v->lock);
+    uint64_t old = v->size;
+    if (new_size < old) {
+      set_err (err, errlen, "volume \"%s\": new size %llu is smaller than the current %llu; "
+               "volumes can only grow", v->name, (unsigned long long) new_size,
+               (unsigned long long) old);
+      r = -EINVAL;
+    }
+    else if ((r = map_grow (v, new_size)) < 0)
+      set_err (err, errlen, "out of memory");
+    else {
+      v->size = new_size;
+      if ((r = meta_put_volume (v)) < 0) {
+        v->size = old;
+        set_err (err, errlen, "volume \"%s\": could not record the new size", v->name);
+      }
+    }
+    pthread_mutex_unlock (&v->lock);
+    if (r == 0) {
+      log_info ("resized volume %s to %llu bytes", v->name, (unsigned long long) new_size);
+      if (out)
+        fill_info (v, out);
+    }
+  }
+  pthread_mutex_unlock (&st->lock);
+  return r;
+}
+
+int
+vol_delete (struct vol_store *st, const char *name_or_id, bool force, char *err, size_t errlen)
+{
+  pthread_mutex_lock (&st->lock);
+  struct volume *v = find_unlocked (st, name_or_id);
+  if (v == NULL) {
+    pthread_mutex_unlock (&st->lock);
+    set_err (err, errlen, "volume \"%.80s\" not found", name_or_id);
+    return -ENOENT;
+  }
+  pthread_mutex_lock (&v->lock);
+  if (v->nsessions && !force) {
+    set_err (err, errlen, "volume \"%s\" is in use by %u NBD connection%s; disconnect the "
+             "client%s or delete with force", v->name, v->nsessions,
+             v->nsessions == 1 ? "" : "s", v->nsessions == 1 ? "" : "s");
+    pthread_mutex_unlock (&v->lock);
+    pthread_mutex_unlock (&st->lock);
+    return -EBUSY;
+  }
+
+  /* One atomic batch: the volume record and its whole chunk map. */
+  rocksdb_writebatch_t *wb = rocksdb_writebatch_create ();
+  char vkey[1 + VOL_ID_LEN];
+  vkey[0] = 'V';
+  memcpy (vkey + 1, v->id, VOL_ID_LEN);
+  rocksdb_writebatch_delete (wb, vkey, sizeof vkey);
+  char lo[25], hi[25];
+  map_key (lo, v, 0);
+  map_key (hi, v, UINT64_MAX);
+  rocksdb_writebatch_delete_range (wb, lo, sizeof lo, hi, sizeof hi);
+  rocksdb_writebatch_delete (wb, hi, sizeof hi);
+  char *dberr = NULL;
+  rocksdb_write (st->db, st->wopts, wb, &dberr);
+  rocksdb_writebatch_destroy (wb);
+  atomic_fetch_add (&st->meta_seq, 1);
+  if (dberr) {
+    set_err (err, errlen, "volume \"%s\": metadata store refused the delete: %s", v->name, dberr);
+    free (dberr);
+    pthread_mutex_unlock (&v->lock);
+    pthread_mutex_unlock (&st->lock);
+    return -EIO;
+  }
+  v->deleted = true;
+  for (struct vol_session *s = v->sessions; s; s = s->next)
+    s->kick (s);
+  pthread_mutex_unlock (&v->lock);
+
+  for (size_t i = 0; i < st->nvols; i++)
+    if (st->vols[i] == v) {
+      st->vols[i] = st->vols[--st->nvols];
+      break;
+    }
+  pthread_mutex_unlock (&st->lock);
+  log_info ("deleted volume %s (%s)%s", v->name, v->id, force ? " (forced)" : "");
+  volume_put (v);         /* the registry's reference; sessions hold theirs */
+  return 0;
+}
+
+static int
+cmp_info_name (const void *a, const void *b)
+{
+  return strcmp (((const struct vol_info *) a)->name, ((const struct vol_info *) b)->name);
+}
+
+int
+vol_list (struct vol_store *st, struct vol_info **out, size_t *n)
+{
+  pthread_mutex_lock (&st->lock);
+  struct vol_info *a = calloc (st->nvols ? st->nvols : 1, sizeof *a);
+  if (a == NULL) {
+    pthread_mutex_unlock (&st->lock);
+    return -ENOMEM;
+  }
+  for (size_t i = 0; i < st->nvols; i++)
+    fill_info (st->vols[i], &a[i]);
+  *n = st->nvols;
+  pthread_mutex_unlock (&st->lock);
+  qsort (a, *n, sizeof *a, cmp_info_name);
+  *out = a;
+  return 0;
+}
+
+struct volume *
+vol_open (struct vol_store *st, const char *name, struct vol_session *s)
+{
+  pthread_mutex_lock (&st->lock);
+  struct volume *v = find_unlocked (st, name);
+  if (v && strcmp (v->name, name) != 0)
+    v = NULL;                       /* exports are named by volume name only */
+  if (v) {
+    atomic_fetch_add (&v->refs, 1);
+    pthread_mutex_lock (&v->lock);
+    s->prev = NULL;
+    s->next = v->sessions;
+    if (v->sessions)
+      v->sessions->prev = s;
+    v->sessions = s;
+    v->nsessions++;
+    pthread_mutex_unlock (&v->lock);
+  }
+  pthread_mutex_unlock (&st->lock);
+  if (v == NULL)
+    errno = ENOENT;
+  return v;
+}
+
+void
+vol_close (struct volume *v, struct vol_session *s)
+{
+  pthread_mutex_lock (&v->lock);
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    v->sessions = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  v->nsessions--;
+  pthread_mutex_unlock (&v->lock);
+  volume_put (v);
+}
+
+uint64_t
+vol_size (struct volume *v)
+{
+  pthread_mutex_lock (&v->lock);
+  uint64_t s = v->size;
+  pthread_mutex_unlock (&v->lock);
+  return s;
+}
+
+uint32_t vol_dio_align (struct volume *v) { return v->st->dio_align; }
+bool vol_read_only (struct volume *v) { (void) v; return false; }
+
+void
+vol_store_pool_info (struct vol_store *st, struct vol_pool_info *pi)
+{
+  memset (pi, 0, sizeof *pi);
+  pthread_mutex_lock (&st->alloc_lock);
+  uint64_t nfree = st->nfree;
+  pthread_mutex_unlock (&st->alloc_lock);
+  pi->capacity = st->nchunks << st->chunk_shift;
+  pi->free = nfree << st->chunk_shift;
+  pi->allocated = pi->capacity - pi->free;
+  pi->chunk_size = st->chunk_size;
+  pthread_mutex_lock (&st->lock);
+  pi->volumes = (unsigned) st->nvols;
+  pthread_mutex_unlock (&st->lock);
+  snprintf (pi->dir, sizeof pi->dir, "%s", st->dir);
+}
+
+int
+vol_extents (struct volume *v, uint64_t offset, uint64_t length, unsigned max_extents,
+             vol_extent_fn fn, void *opaque)
+{
+  struct vol_store *st = v->st;
+  uint64_t end = offset + length;
+  unsigned n = 0;
+  pthread_mutex_lock (&v->lock);
+  if (end > v->size)
+    end = v->size;
+  while (offset < end && n < max_extents) {
+    uint64_t chunk = offset >> st->chunk_shift;
+    bool alloc = map_get (v, chunk) != 0;
+    uint64_t e = (chunk + 1) << st->chunk_shift;
+    while (e < end && (map_get (v, e >> st->chunk_shift) != 0) == alloc)
+      e += st->chunk_size;
+    if (e > end)
+      e = end;
+    n++;
+    if (fn (opaque, offset, e - offset, alloc))
+      break;
+    offset = e;
+  }
+  pthread_mutex_unlock (&v->lock);
+  return 0;
+}

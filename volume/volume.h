@@ -1,0 +1,174 @@
+/* volume/volume.h — the node-local volume store.
+ *
+ * A store is a data directory holding one pool file (the space every volume
+ * allocates from, in fixed-size chunks) and a RocksDB database with the
+ * metadata: volumes, their chunk maps and the store's parameters.  Volumes
+ * are thin: a chunk gets pool space on first write, never-written ranges read
+ * as zeros, trim and write-zeroes give whole chunks back.
+ *
+ * Data I/O is asynchronous on the caller's io_uring (one ring per loop
+ * thread, struct vol_ioctx) with O_DIRECT; FLUSH and FUA go through the
+ * store's sync thread, which group-commits the RocksDB WAL and fdatasyncs the
+ * pool.  Write-cache semantics: a completed write survives the death of the
+ * process; it survives power loss after a FLUSH, or at once with FUA.
+ */
+#ifndef BLOCKD_VOLUME_H
+#define BLOCKD_VOLUME_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct io_uring;
+struct io_uring_cqe;
+struct vol_store;
+struct volume;
+
+#define VOL_NAME_MAX        63
+#define VOL_TYPE_MAX        31
+#define VOL_ID_LEN          36              /* UUID text */
+#define VOL_MAX_SIZE        (256ULL << 40)  /* 256 TiB */
+#define VOL_SIZE_ALIGN      512
+#define VOL_DEFAULT_CHUNK   (1u << 20)
+
+/* ---- the store ------------------------------------------------------------ */
+struct vol_store_params {
+  const char *dir;          /* data directory; created if missing */
+  uint64_t capacity;        /* pool bytes; 0 = keep the existing, or fit the disk */
+  uint32_t chunk_size;      /* for a new store; 0 = VOL_DEFAULT_CHUNK */
+};
+
+/* Open (or create) the store in params->dir and recover it.  Returns 0, or
+ * -errno with a message for a person in err. */
+int vol_store_open (const struct vol_store_params *params, struct vol_store **out,
+                    char *err, size_t errlen);
+/* Make everything durable and release the store.  Every volume reference
+ * must have been put. */
+void vol_store_close (struct vol_store *st);
+/* Make every completed write durable (synchronously).  Returns 0 or -errno. */
+int vol_store_sync (struct vol_store *st);
+
+struct vol_pool_info {
+  uint64_t capacity, allocated, free;
+  uint32_t chunk_size;
+  unsigned volumes;
+  char dir[256];
+};
+void vol_store_pool_info (struct vol_store *st, struct vol_pool_info *pi);
+
+/* Verify the invariants of the store in dir (chunk maps reference existing
+ * volumes and valid chunks; no chunk is owned twice; counts agree).  Writes a
+ * report to out.  Returns 0 if consistent, 1 if a violation was found, or
+ * -errno if the store could not be read. */
+int vol_store_check (const char *dir, FILE *out);
+
+/* ---- volume management (any thread; may block on RocksDB) ---------------- */
+enum vol_status { VOL_AVAILABLE, VOL_IN_USE };
+struct vol_info {
+  char id[VOL_ID_LEN + 1];
+  char name[VOL_NAME_MAX + 1];
+  char type[VOL_TYPE_MAX + 1];
+  uint64_t size;
+  uint64_t allocated;       /* bytes of pool space held */
+  int64_t created;          /* unix seconds */
+  unsigned connections;     /* open NBD sessions */
+};
+static inline enum vol_status vol_info_status (const struct vol_info *vi)
+{ return vi->connections ? VOL_IN_USE : VOL_AVAILABLE; }
+const char *vol_status_name (enum vol_status s);
+
+/* Names: 1..VOL_NAME_MAX of [A-Za-z0-9._-], not starting with '.' or '-'.
+ * Returns NULL if valid, else why not. */
+const char *vol_name_invalid (const char *name);
+/* Sizes: positive, multiple of VOL_SIZE_ALIGN, at most VOL_MAX_SIZE. */
+const char *vol_size_invalid (uint64_t size);
+
+/* Each returns 0 or -errno and, on error, a message in err:
+ * -EINVAL bad argument, -EEXIST name taken, -ENOENT no such volume,
+ * -EBUSY connected (delete without force), -EIO storage failure. */
+int vol_create (struct vol_store *st, const char *name, uint64_t size, const char *type,
+                struct vol_info *out, char *err, size_t errlen);
+int vol_stat (struct vol_store *st, const char *name_or_id, struct vol_info *out,
+              char *err, size_t errlen);
+int vol_resize (struct vol_store *st, const char *name_or_id, uint64_t new_size,
+                struct vol_info *out, char *err, size_t errlen);
+int vol_delete (struct vol_store *st, const char *name_or_id, bool force,
+                char *err, size_t errlen);
+/* A snapshot of every volume, sorted by name.  *out is malloc'd. */
+int vol_list (struct vol_store *st, struct vol_info **out, size_t *n);
+
+/* ---- sessions: an NBD connection holds a volume open --------------------- */
+/* Kicked when the volume is force-deleted: the session must stop and put
+ * the volume (kick may be called from any thread). */
+struct vol_session {
+  void (*kick) (struct vol_session *s);
+  struct vol_session *next, *prev;    /* owned by the volume */
+};
+/* Open a volume by name for a session.  Returns it with a reference held,
+ * or NULL with errno ENOENT. */
+struct volume *vol_open (struct vol_store *st, const char *name, struct vol_session *s);
+void vol_close (struct volume *v, struct vol_session *s);
+uint64_t vol_size (struct volume *v);
+uint32_t vol_dio_align (struct volume *v);   /* offset/length/memory alignment for O_DIRECT */
+bool vol_read_only (struct volume *v);
+
+/* ---- data path ------------------------------------------------------------ */
+/* One per loop thread.  The loop hands every CQE whose user_data has
+ * (user_data & VOL_UD_TAG_MASK) == tag to vol_io_cqe(). */
+#define VOL_UD_TAG_MASK 7ULL
+struct vol_io;
+struct vol_ioctx {
+  struct vol_store *store;
+  struct io_uring *ring;
+  uint64_t tag;
+  /* Thread-safe: hand io back to this context's thread, which must then
+   * call vol_io_resume(io).  Used for flush completions and wake-ups. */
+  void (*post) (struct vol_ioctx *ctx, struct vol_io *io);
+  void *opaque;
+};
+
+enum vol_op { VOL_OP_READ, VOL_OP_WRITE, VOL_OP_FLUSH, VOL_OP_TRIM, VOL_OP_ZERO };
+#define VOL_F_FUA       (1u << 0)
+#define VOL_F_NO_HOLE   (1u << 1)   /* ZERO: keep the range allocated */
+#define VOL_F_FAST_ZERO (1u << 2)   /* ZERO: fail with -ENOTSUP rather than write zeros */
+
+struct vol_sub;
+struct vol_io {
+  /* set by the caller before vol_io_submit */
+  struct volume *vol;
+  struct vol_ioctx *ctx;
+  enum vol_op op;
+  unsigned flags;
+  uint64_t offset;
+  uint32_t length;
+  void *buf;                      /* READ: filled; WRITE: data.  Aligned to vol_dio_align(). */
+  void (*done) (struct vol_io *io);
+  void *opaque;
+  /* result: 0 or -errno, valid when done is called */
+  int result;
+  /* private to volume/ */
+  int pending;
+  int phase;
+  uint64_t rmw_lo, rmw_hi;        /* aligned range an unaligned write rewrites */
+  void *bounce;
+  struct vol_sub *subs;
+  unsigned nsubs, capsubs;
+  struct vol_io *next;            /* wait / sync queues */
+};
+
+/* Start io.  Returns 0 if it completes later (io->done is called on the
+ * ctx's thread), or 1 if it already completed (io->result is set and done
+ * is NOT called). */
+int vol_io_submit (struct vol_io *io);
+void vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe);
+void vol_io_resume (struct vol_io *io);
+void vol_io_release (struct vol_io *io);   /* free private buffers; io may be reused */
+
+/* Allocation status of [offset, offset+length): calls fn for consecutive
+ * extents (allocated or not) until the range is covered, max_extents were
+ * reported, or fn returns nonzero. */
+typedef int (*vol_extent_fn) (void *opaque, uint64_t offset, uint64_t length, bool allocated);
+int vol_extents (struct volume *v, uint64_t offset, uint64_t length, unsigned max_extents,
+                 vol_extent_fn fn, void *opaque);
+
+#endif
