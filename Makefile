@@ -6,9 +6,10 @@ BUILD    ?= build
 SANITIZER ?=
 OPT      ?= -O2
 
-PKGS_D   := liburing json-c libmicrohttpd
+# Plain -l flags rather than pkg-config: on a new machine the Makefile is
+# read before the packages are installed.
 CFLAGS   := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-            $(OPT) -g -pthread -I. $(shell pkg-config --cflags $(PKGS_D) libnbd 2>/dev/null)
+            $(OPT) -g -pthread -I.
 LDFLAGS  := -pthread
 ifneq ($(SANITIZER),)
   CFLAGS  += -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -16,8 +17,8 @@ ifneq ($(SANITIZER),)
   BUILD   := build/san
 endif
 
-LIBS_D   := $(shell pkg-config --libs $(PKGS_D) 2>/dev/null) -lrocksdb -luuid -lisal
-LIBS_C   := $(shell pkg-config --libs json-c libcurl 2>/dev/null)
+LIBS_D   := -luring -ljson-c -lmicrohttpd -lrocksdb -luuid -lisal
+LIBS_C   := -ljson-c -lcurl
 
 COMMON_SRC := $(wildcard common/*.c)
 NBD_SRC    := $(wildcard nbd/*.c)
@@ -27,23 +28,26 @@ CLIENT_SRC := $(wildcard client/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: all run test unit integration deps clean bench check-long fuzz
-all: deps-quiet $(BUILD)/blockd $(BUILD)/blockctl
+.PHONY: all binaries run test unit integration deps clean bench check-long fuzz
+all: deps
+	@$(MAKE) --no-print-directory binaries
+binaries: $(BUILD)/blockd $(BUILD)/blockctl
 
 deps:
-	@sh scripts/install-deps.sh
-deps-quiet:
 	@sh scripts/install-deps.sh
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/blockd: $(call obj,$(COMMON_SRC) $(NBD_SRC) $(VOL_SRC) $(BLOCKD_SRC))
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_D)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_D)
 
 $(BUILD)/blockctl: $(call obj,$(COMMON_SRC) $(CLIENT_SRC))
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_C)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_C)
 
 # ---- unit tests (Criterion): tests/unit/test-MODULE.c links MODULE's objects
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test-*.c))
@@ -52,15 +56,20 @@ $(BUILD)/tests/test-volume: $(call obj,tests/unit/test-volume.c $(VOL_SRC) $(COM
 $(BUILD)/tests/test-common: $(call obj,tests/unit/test-common.c $(COMMON_SRC))
 $(BUILD)/tests/%:
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LIBS_D)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ -lcriterion $(LIBS_D)
 
-unit: all $(UNIT_TESTS)
+unit: deps
+	@$(MAKE) --no-print-directory binaries $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t --jobs 1; done
 
 integration: all
 	@BUILD=$(BUILD) sh tests/run-integration.sh $(T)
 
 test: unit integration
+
+check-long: all
+	@ITERATIONS=50 BUILD=$(BUILD) sh tests/run-integration.sh test-kill9
 
 run: all
 	@mkdir -p var/blockd

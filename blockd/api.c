@@ -492,11 +492,11 @@ blk_api_start (const char *hostport, char *err, size_t errlen)
   if (ai->ai_family == AF_INET6)
     flags |= MHD_USE_IPv6;
   api_daemon = MHD_start_daemon (flags, (uint16_t) p, NULL, NULL, on_request, NULL,
+                                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
                                  MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
                                  MHD_OPTION_CONNECTION_LIMIT, 256u,
                                  MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-                                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
                                  MHD_OPTION_END);
   freeaddrinfo (ai);
   if (api_daemon == NULL) {

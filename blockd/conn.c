@@ -94,15 +94,29 @@ static void arm_recv (struct blk_conn *c);
 static void maybe_free (struct blk_conn *c);
 
 struct blk_conn *blk_conn_next (struct blk_conn *c) { return c->next; }
-struct blk_conn *blk_conn_next_dirty (struct blk_conn *c) { return c->next_dirty; }
-bool blk_conn_is_dirty (struct blk_conn *c) { return c->dirty; }
+
+/* Connections with something to send are listed on their loop; the loop
+ * calls blk_loop_flush_dirty() after each batch of completions. */
 void
-blk_conn_set_next_dirty (struct blk_conn *c, struct blk_conn *next)
+blk_loop_mark_dirty (struct blk_loop *l, struct blk_conn *c)
 {
-  c->next_dirty = next;
-  c->dirty = next != NULL || c->loop->dirty == c || c->dirty;
-  if (next == NULL && c->loop->dirty != c)
+  if (c->dirty)
+    return;
+  c->dirty = true;
+  c->next_dirty = l->dirty;
+  l->dirty = c;
+}
+
+void
+blk_loop_flush_dirty (struct blk_loop *l)
+{
+  while (l->dirty) {
+    struct blk_conn *c = l->dirty;
+    l->dirty = c->next_dirty;
+    c->next_dirty = NULL;
     c->dirty = false;
+    blk_conn_flush (c);
+  }
 }
 
 void

@@ -92,7 +92,6 @@ extern atomic_uint blk_nconns;
 int blk_loops_start (unsigned n, char *err, size_t errlen);
 void blk_loops_stop (void);
 void blk_loop_wake (struct blk_loop *l);
-void blk_loop_mark_dirty (struct blk_loop *l, struct blk_conn *c);
 
 /* ---- conn.c: one NBD connection ------------------------------------------- */
 void blk_conn_start (struct blk_loop *l, int fd);
@@ -102,9 +101,8 @@ void blk_conn_flush (struct blk_conn *c);     /* start sending queued replies */
 void blk_conn_stop (struct blk_conn *c);      /* shutting down: finish and close */
 void blk_conn_tick (struct blk_conn *c, int64_t now);
 struct blk_conn *blk_conn_next (struct blk_conn *c);
-struct blk_conn *blk_conn_next_dirty (struct blk_conn *c);
-void blk_conn_set_next_dirty (struct blk_conn *c, struct blk_conn *next);
-bool blk_conn_is_dirty (struct blk_conn *c);
+void blk_loop_mark_dirty (struct blk_loop *l, struct blk_conn *c);
+void blk_loop_flush_dirty (struct blk_loop *l);
 /* NBD URI of volume name for people and for the API. */
 void blk_nbd_uri (const char *name, char *out, size_t len);
 

@@ -197,26 +197,6 @@ on_accept (struct blk_loop *l, struct blk_listener *ls, int res)
     post_fd (target, fd);
 }
 
-void
-blk_loop_mark_dirty (struct blk_loop *l, struct blk_conn *c)
-{
-  if (blk_conn_is_dirty (c))
-    return;
-  blk_conn_set_next_dirty (c, l->dirty);
-  l->dirty = c;
-}
-
-static void
-flush_dirty (struct blk_loop *l)
-{
-  while (l->dirty) {
-    struct blk_conn *c = l->dirty;
-    l->dirty = blk_conn_next_dirty (c);
-    blk_conn_set_next_dirty (c, NULL);
-    blk_conn_flush (c);
-  }
-}
-
 static void
 begin_stop (struct blk_loop *l)
 {
@@ -279,16 +259,16 @@ loop_main (void *arg)
         break;   /* nop SQEs (user_data 0) */
       }
       if (n % 64 == 0)
-        flush_dirty (l);
+        blk_loop_flush_dirty (l);
     }
     io_uring_cq_advance (&l->ring, n);
-    flush_dirty (l);
+    blk_loop_flush_dirty (l);
 
     if (atomic_load (&l->stopping)) {
       if (!stop_begun) {
         stop_begun = true;
         begin_stop (l);
-        flush_dirty (l);
+        blk_loop_flush_dirty (l);
       }
       if (l->conns == NULL)
         break;

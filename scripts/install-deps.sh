@@ -6,7 +6,7 @@ set -e
 
 PKGS="build-essential pkg-config liburing-dev librocksdb-dev uuid-dev libisal-dev
 libjson-c-dev libmicrohttpd-dev libcurl4-openssl-dev libnbd-dev libcriterion-dev
-libnbd-bin python3-libnbd nbdkit qemu-utils fio clang procps"
+libnbd-bin python3-libnbd nbdkit qemu-utils fio clang procps curl"
 
 missing=""
 for p in $PKGS; do

@@ -78,6 +78,7 @@ int map_set (struct volume *v, uint64_t chunk, uint32_t phys_plus1);
 int meta_put_map (struct volume *v, uint64_t chunk, uint32_t phys_plus1);
 int meta_put_volume (struct volume *v);
 int alloc_chunk (struct vol_store *st, uint32_t *phys);
+void alloc_free (struct vol_store *st, uint32_t phys);
 /* Drop the volume's claim on phys: frees it now, or when its pins drain.
  * ctx may be NULL (then the hole is punched synchronously). */
 void chunk_unmap (struct vol_store *st, uint32_t phys, struct vol_ioctx *ctx);
@@ -94,7 +95,7 @@ int sync_now (struct vol_store *st);
 
 /* Every SQE the store submits carries a pointer to a struct whose first
  * member is one of these kinds. */
-enum sub_kind { SUB_READ, SUB_WRITE, SUB_RMW_READ, SUB_FALLOC, SUB_RELEASE };
+enum sub_kind { SUB_READ, SUB_WRITE, SUB_RMW_READ, SUB_FALLOC, SUB_FREE, SUB_RELEASE };
 struct release_op {
   int kind;                         /* SUB_RELEASE */
   uint32_t phys;

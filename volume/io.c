@@ -31,7 +31,8 @@ struct vol_sub {
   uint32_t len;             /* bytes the SQE must transfer */
   uint64_t foff;            /* offset in the pool file */
   uint64_t bpos;            /* offset in the data buffer */
-  int fmode;                /* SUB_FALLOC: fallocate mode */
+  int fmode;                /* SUB_FALLOC, SUB_FREE: fallocate mode */
+  uint32_t freed;           /* SUB_FREE: chunk to give back once punched */
 };
 
 static inline uint64_t align_down (uint64_t x, uint64_t a) { return x & ~(a - 1); }
@@ -101,6 +102,7 @@ sub_submit (struct vol_io *io, struct vol_sub *s, void *base)
     io_uring_prep_write (sqe, st->pool_fd, (char *) base + s->bpos, s->len, s->foff);
     break;
   case SUB_FALLOC:
+  case SUB_FREE:
     io_uring_prep_fallocate (sqe, st->pool_fd, s->fmode, s->foff, s->len);
     break;
   }
@@ -347,10 +349,20 @@ do_zero (struct vol_io *io)
     if (!keep && p == 0)
       continue;                     /* a hole already reads as zeros */
     if (!keep && len == st->chunk_size) {
-      /* Unmap the whole chunk: it goes back to the pool. */
+      /* Unmap the whole chunk: it goes back to the pool.  If no I/O has it
+       * pinned (the usual case), this request punches it and frees it
+       * before it completes, so the space is usable as soon as the client
+       * has the reply; otherwise the last pin does that. */
       if ((r = meta_put_map (v, chunk, 0)) == 0) {
         map_set (v, chunk, 0);
-        chunk_unmap (st, p - 1, io->ctx);
+        uint32_t old = atomic_fetch_or (&st->pins[p - 1], PIN_FREE_PENDING);
+        if ((old & ~PIN_FREE_PENDING) == 0) {
+          atomic_store (&st->pins[p - 1], 0);
+          struct vol_sub *s = sub_add (io, SUB_FREE, NO_CHUNK,
+                                       (uint64_t) (p - 1) << st->chunk_shift, st->chunk_size, 0);
+          s->fmode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+          s->freed = p - 1;
+        }
       }
       continue;
     }
@@ -431,13 +443,20 @@ vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
     return;
   }
   struct vol_io *io = s->io;
-  if (cqe->res < 0) {
+  if (s->kind == SUB_FREE) {
+    if (cqe->res < 0)
+      log_error_ratelimited ("punching chunk %u: %s (space stays in use until restart)",
+                             s->freed, strerror (-cqe->res));
+    else
+      alloc_free (io->vol->st, s->freed);
+  }
+  else if (cqe->res < 0) {
     log_error_ratelimited ("volume %s: pool %s failed at pool offset %llu: %s", io->vol->name,
                            s->kind == SUB_FALLOC ? "fallocate" : s->kind == SUB_WRITE ? "write" : "read",
                            (unsigned long long) s->foff, strerror (-cqe->res));
     set_result (io, cqe->res);
   }
-  else if (s->kind != SUB_FALLOC && (uint32_t) cqe->res != s->len)
+  else if (s->kind != SUB_FALLOC && s->kind != SUB_FREE && (uint32_t) cqe->res != s->len)
     set_result (io, -EIO);        /* short transfer inside the pool: never expected */
   if (--io->pending > 0)
     return;

@@ -180,6 +180,12 @@ open_pool (struct vol_store *st, uint64_t want, uint64_t recorded, char *err, si
   char path[300];
   snprintf (path, sizeof path, "%s/pool.dat", st->dir);
   st->pool_fd = open (path, O_RDWR | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
+  if (st->pool_fd < 0 && errno == EINVAL) {
+    /* tmpfs and a few others refuse O_DIRECT: work, but say what it costs */
+    log_warn ("%s: the filesystem refuses O_DIRECT; using the page cache (slower, "
+              "and FLUSH has to write it back)", path);
+    st->pool_fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  }
   if (st->pool_fd < 0) {
     set_err (err, errlen, "cannot open pool file %s: %s", path, strerror (errno));
     return -errno;

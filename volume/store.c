@@ -181,7 +181,7 @@ alloc_chunk (struct vol_store *st, uint32_t *phys)
   return -ENOSPC;
 }
 
-static void
+void
 alloc_free (struct vol_store *st, uint32_t phys)
 {
   pthread_mutex_lock (&st->alloc_lock);
