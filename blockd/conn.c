@@ -90,6 +90,7 @@ struct blk_conn {
 };
 
 static void process_input (struct blk_conn *c);
+static void conn_release (struct blk_conn *c, struct blk_req *q);
 static void arm_recv (struct blk_conn *c);
 static void maybe_free (struct blk_conn *c);
 
@@ -230,6 +231,17 @@ blk_conn_start (struct blk_loop *l, int fd)
   arm_recv (c);
 }
 
+/* A WRITE whose payload will never arrive: give it back, unless a recv
+ * into its buffer is still in flight (recv_done calls this again). */
+static void
+drop_payload (struct blk_conn *c)
+{
+  if (c->payload_req && !c->recv_armed) {
+    conn_release (c, c->payload_req);
+    c->payload_req = NULL;
+  }
+}
+
 static void
 conn_fail (struct blk_conn *c, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
 static void
@@ -245,6 +257,7 @@ conn_fail (struct blk_conn *c, const char *fmt, ...)
   log_info ("connection %s%s%s: closing: %s", c->peer, c->vol ? " to " : "",
             c->vol ? c->hs.export_name : "", c->error);
   shutdown (c->fd, SHUT_RDWR);   /* completes a pending recv or send */
+  drop_payload (c);
 }
 
 static void
@@ -697,6 +710,11 @@ void
 blk_conn_recv_done (struct blk_conn *c, int res)
 {
   c->recv_armed = false;
+  if (c->state == CONN_DEAD) {
+    drop_payload (c);
+    maybe_free (c);
+    return;
+  }
   if (res <= 0) {
     if (res == 0 || res == -ECONNRESET || c->state == CONN_DRAINING) {
       if (c->state == CONN_HANDSHAKE)

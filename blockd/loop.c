@@ -127,9 +127,11 @@ drain_inbox (struct blk_loop *l)
   int fds[64];
   if (nfds > 64)
     nfds = 64;
-  memcpy (fds, l->inbox_fds, nfds * sizeof *fds);
-  memmove (l->inbox_fds, l->inbox_fds + nfds, (l->ninbox_fds - nfds) * sizeof *fds);
-  l->ninbox_fds -= nfds;
+  if (nfds) {
+    memcpy (fds, l->inbox_fds, nfds * sizeof *fds);
+    memmove (l->inbox_fds, l->inbox_fds + nfds, (l->ninbox_fds - nfds) * sizeof *fds);
+    l->ninbox_fds -= nfds;
+  }
   bool more = l->ninbox_fds > 0;
   pthread_mutex_unlock (&l->inbox_lock);
   if (more)

@@ -81,12 +81,18 @@ size_format (uint64_t bytes, char *buf, size_t len)
     snprintf (buf, len, "%llu", (unsigned long long) bytes);
     return buf;
   }
-  int i = -1;
-  double v = (double) bytes;
-  while (v >= 1024 && i < 5) { v /= 1024; i++; }
-  if (v == (double) (uint64_t) v)
-    snprintf (buf, len, "%llu%c", (unsigned long long) v, units[i]);
+  /* Whole units and one decimal, truncated (never rounded up), so that
+   * what is printed parses back to at most the value. */
+  int i = 0;
+  while (i < 5 && (bytes >> (10 * (i + 2))) != 0)
+    i++;
+  unsigned shift = 10 * (unsigned) (i + 1);
+  uint64_t whole = bytes >> shift;
+  uint64_t rest = bytes & ((1ULL << shift) - 1);
+  unsigned tenth = (unsigned) (((unsigned __int128) rest * 10) >> shift);
+  if (rest == 0)
+    snprintf (buf, len, "%llu%c", (unsigned long long) whole, units[i]);
   else
-    snprintf (buf, len, "%.1f%c", v, units[i]);
+    snprintf (buf, len, "%llu.%u%c", (unsigned long long) whole, tenth, units[i]);
   return buf;
 }

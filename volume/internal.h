@@ -36,8 +36,10 @@ struct vol_store {
   size_t nvols, capvols;
 
   pthread_mutex_t alloc_lock;       /* the allocator */
-  uint64_t *bitmap;                 /* 1 = in use (or being freed) */
+  uint64_t *bitmap;                 /* 1 = in use, being freed, or in limbo */
   uint64_t alloc_hint, nfree;
+  struct limbo_chunk { uint32_t phys; uint64_t seq; } *limbo;
+  size_t nlimbo, caplimbo;
   _Atomic uint32_t *pins;
 
   /* metadata written since the last WAL sync (for FUA) */
@@ -79,6 +81,7 @@ int meta_put_map (struct volume *v, uint64_t chunk, uint32_t phys_plus1);
 int meta_put_volume (struct volume *v);
 int alloc_chunk (struct vol_store *st, uint32_t *phys);
 void alloc_free (struct vol_store *st, uint32_t phys);
+void alloc_promote (struct vol_store *st, uint64_t synced);
 /* Drop the volume's claim on phys: frees it now, or when its pins drain.
  * ctx may be NULL (then the hole is punched synchronously). */
 void chunk_unmap (struct vol_store *st, uint32_t phys, struct vol_ioctx *ctx);

@@ -478,6 +478,13 @@ vol_io_submit (struct vol_io *io)
   io->phase = PH_START;
   io->rmw_hi = 0;
   io->next = NULL;
+  if (io->op != VOL_OP_FLUSH) {
+    uint64_t size = vol_size (io->vol);
+    if (io->offset > size || io->length > size - io->offset) {
+      io->result = io->op == VOL_OP_WRITE || io->op == VOL_OP_ZERO ? -ENOSPC : -EINVAL;
+      return 1;
+    }
+  }
   int r;
   switch (io->op) {
   case VOL_OP_FLUSH:

@@ -390,6 +390,7 @@ store_free (struct vol_store *st)
   if (st->pool_fd >= 0)
     close (st->pool_fd);
   free (st->bitmap);
+  free (st->limbo);
   free ((void *) st->pins);
   pthread_mutex_destroy (&st->lock);
   pthread_mutex_destroy (&st->alloc_lock);

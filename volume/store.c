@@ -152,11 +152,45 @@ static inline bool bit_get (const uint64_t *bm, uint64_t i) { return bm[i >> 6] 
 static inline void bit_set (uint64_t *bm, uint64_t i) { bm[i >> 6] |= 1ULL << (i & 63); }
 static inline void bit_clr (uint64_t *bm, uint64_t i) { bm[i >> 6] &= ~(1ULL << (i & 63)); }
 
+/* Freed chunks wait in limbo until the metadata that unmapped them is
+ * synced: reused earlier, a power loss could bring back the old mapping of
+ * one volume over another volume's new data. */
+static void
+limbo_promote_unlocked (struct vol_store *st, uint64_t synced)
+{
+  size_t k = 0;
+  for (size_t i = 0; i < st->nlimbo; i++) {
+    if (st->limbo[i].seq <= synced) {
+      bit_clr (st->bitmap, st->limbo[i].phys);
+      st->nfree++;
+    }
+    else
+      st->limbo[k++] = st->limbo[i];
+  }
+  st->nlimbo = k;
+}
+
+void
+alloc_promote (struct vol_store *st, uint64_t synced)
+{
+  pthread_mutex_lock (&st->alloc_lock);
+  limbo_promote_unlocked (st, synced);
+  pthread_mutex_unlock (&st->alloc_lock);
+}
+
 /* Returns 0 and a free chunk in *phys (now in use), or -ENOSPC. */
 int
 alloc_chunk (struct vol_store *st, uint32_t *phys)
 {
   pthread_mutex_lock (&st->alloc_lock);
+  if (st->nfree == 0 && st->nlimbo) {
+    /* Only chunks in limbo are left: sync the metadata now (a rare stall,
+     * on a full pool) so that freed space is usable at once. */
+    pthread_mutex_unlock (&st->alloc_lock);
+    sync_now (st);
+    pthread_mutex_lock (&st->alloc_lock);
+    limbo_promote_unlocked (st, atomic_load (&st->meta_synced));
+  }
   if (st->nfree == 0) {
     pthread_mutex_unlock (&st->alloc_lock);
     return -ENOSPC;
@@ -181,13 +215,28 @@ alloc_chunk (struct vol_store *st, uint32_t *phys)
   return -ENOSPC;
 }
 
+/* phys is punched and unmapped: into limbo until the unmapping is synced. */
 void
 alloc_free (struct vol_store *st, uint32_t phys)
 {
+  uint64_t seq = atomic_load (&st->meta_seq);
   pthread_mutex_lock (&st->alloc_lock);
   if (bit_get (st->bitmap, phys)) {
-    bit_clr (st->bitmap, phys);
-    st->nfree++;
+    if (st->nlimbo == st->caplimbo) {
+      size_t cap = st->caplimbo ? 2 * st->caplimbo : 64;
+      void *n = realloc (st->limbo, cap * sizeof *st->limbo);
+      if (n == NULL) {
+        /* no memory to wait: the chunk stays in use until the next start */
+        pthread_mutex_unlock (&st->alloc_lock);
+        log_error_ratelimited ("out of memory freeing a chunk; it is reclaimed at the next start");
+        return;
+      }
+      st->limbo = n;
+      st->caplimbo = cap;
+    }
+    st->limbo[st->nlimbo++] = (struct limbo_chunk) { .phys = phys, .seq = seq };
+    if (atomic_load (&st->meta_synced) >= seq)
+      limbo_promote_unlocked (st, seq);
   }
   pthread_mutex_unlock (&st->alloc_lock);
 }
@@ -616,7 +665,7 @@ vol_store_pool_info (struct vol_store *st, struct vol_pool_info *pi)
 {
   memset (pi, 0, sizeof *pi);
   pthread_mutex_lock (&st->alloc_lock);
-  uint64_t nfree = st->nfree;
+  uint64_t nfree = st->nfree + st->nlimbo;     /* limbo is free, just not yet reusable */
   pthread_mutex_unlock (&st->alloc_lock);
   pi->capacity = st->nchunks << st->chunk_shift;
   pi->free = nfree << st->chunk_shift;

@@ -37,6 +37,7 @@ sync_now (struct vol_store *st)
     uint64_t cur = atomic_load (&st->meta_synced);
     while (cur < seq && !atomic_compare_exchange_weak (&st->meta_synced, &cur, seq))
       ;
+    alloc_promote (st, seq);
   }
   return r;
 }

@@ -99,7 +99,8 @@ int vol_list (struct vol_store *st, struct vol_info **out, size_t *n);
 
 /* ---- sessions: an NBD connection holds a volume open --------------------- */
 /* Kicked when the volume is force-deleted: the session must stop and put
- * the volume (kick may be called from any thread). */
+ * the volume.  kick runs on the deleting thread with the store's locks
+ * held: it must only signal its owner, never call back into volume/. */
 struct vol_session {
   void (*kick) (struct vol_session *s);
   struct vol_session *next, *prev;    /* owned by the volume */

@@ -1,0 +1,464 @@
+#!/usr/bin/python3
+"""Helper of fio-jobs/bench.sh: the job table, one measured fio run, the report.
+
+  bench-report.py jobs [--only "JOB ..."]       job names, in run order
+  bench-report.py ports N                       N free TCP ports on 127.0.0.1
+  bench-report.py run --targets FILE --target T --job J --round R
+                      --runtime S --ramp S --out-dir DIR
+  bench-report.py report --targets FILE --runs DIR --json OUT
+                      [--docs PATH] [--data-dir DIR] [--settings "k=v ..."]
+
+The targets FILE is written by bench.sh, one target a line, tab-separated:
+  name  kind(nbd|file)  uri-or-path  server-pid(or -)  multi-conn(yes|no|-)  description
+
+A run measures the server's CPU from /proc/PID/stat (utime+stime of every thread
+of the process) read just before fio starts and just after it exits, divided by
+the clock ticks per second and by the wall time between the two reads.
+"""
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+# name -> fio options.  Order is the run order.  "conns" > 1 means numjobs=N,
+# each fio job its own NBD connection; run only on servers that advertise
+# NBD_FLAG_CAN_MULTI_CONN (a local file target always runs it: N jobs on the file).
+JOBS = [
+    ("randread-4k-qd1", dict(rw="randread", bs="4k", iodepth=1)),
+    ("randread-4k-qd32", dict(rw="randread", bs="4k", iodepth=32)),
+    ("randwrite-4k-qd1", dict(rw="randwrite", bs="4k", iodepth=1)),
+    ("randwrite-4k-qd32", dict(rw="randwrite", bs="4k", iodepth=32)),
+    ("randrw-4k-70-30-qd16", dict(rw="randrw", rwmixread=70, bs="4k", iodepth=16)),
+    ("seqread-128k-qd8", dict(rw="read", bs="128k", iodepth=8)),
+    ("seqwrite-128k-qd8", dict(rw="write", bs="128k", iodepth=8)),
+    ("seqwrite-1m-qd4", dict(rw="write", bs="1m", iodepth=4)),
+    ("randread-4k-qd32-4conn", dict(rw="randread", bs="4k", iodepth=32, conns=4)),
+    ("randwrite-4k-qd32-4conn", dict(rw="randwrite", bs="4k", iodepth=32, conns=4)),
+]
+JOB_OPTS = dict(JOBS)
+
+# Reference rows for the ratio columns.
+REF_QEMU = "qemu-nbd-none"
+REF_NULL = "nbdkit-null"
+
+METRICS = ["iops", "mib_s", "p50_us", "p99_us", "server_cpu_s_per_s",
+           "ios_per_server_cpu_s", "fio_cpu_s_per_s"]
+
+
+def die(msg):
+    print("bench-report.py: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def read_targets(path):
+    targets = []
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            name, kind, where, pid, mc, desc = line.split("\t")
+            targets.append(dict(name=name, kind=kind, where=where,
+                                pid=None if pid == "-" else int(pid),
+                                multi_conn=mc, description=desc))
+    return targets
+
+
+def proc_cpu_ticks(pid):
+    """utime+stime of the whole process (all threads), in clock ticks."""
+    with open("/proc/%d/stat" % pid) as f:
+        s = f.read()
+    # the command name may contain spaces: fields start after the last ')'
+    fields = s[s.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+
+
+def cmd_jobs(args):
+    names = [n for n, _ in JOBS]
+    if args.only:
+        want = args.only.split()
+        bad = [w for w in want if w not in JOB_OPTS]
+        if bad:
+            die("unknown job(s) in JOBS: %s (known: %s)" % (" ".join(bad), " ".join(names)))
+        names = [n for n in names if n in want]
+    print(" ".join(names))
+
+
+def cmd_ports(args):
+    socks = []
+    for _ in range(args.n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    print(" ".join(str(s.getsockname()[1]) for s in socks))
+    for s in socks:
+        s.close()
+
+
+def fio_command(target, job, runtime, ramp, out):
+    opts = dict(JOB_OPTS[job])
+    conns = opts.pop("conns", 1)
+    cmd = ["fio", "--name=" + job, "--output-format=json", "--output=" + out,
+           "--time_based=1", "--runtime=%d" % runtime, "--ramp_time=%d" % ramp,
+           "--size=1g", "--percentile_list=50:99", "--group_reporting=1",
+           "--numjobs=%d" % conns]
+    if opts["rw"] == "randrw":
+        cmd.append("--unified_rw_reporting=mixed")  # one set of stats, exact percentiles
+    for k, v in opts.items():
+        cmd.append("--%s=%s" % (k, v))
+    if target["kind"] == "nbd":
+        cmd += ["--ioengine=nbd", "--uri=" + target["where"]]
+    else:
+        cmd += ["--ioengine=io_uring", "--direct=1", "--filename=" + target["where"]]
+    return cmd, conns
+
+
+def fio_stats(fio_json, rw):
+    job = fio_json["jobs"][0]
+    if job.get("error"):
+        raise RuntimeError("fio reported error %d" % job["error"])
+    if rw == "randrw":
+        parts = [job["mixed"]]
+    elif "read" in rw:
+        parts = [job["read"]]
+    else:
+        parts = [job["write"]]
+    p = parts[0]
+    pct = p["clat_ns"].get("percentile", {})
+    return dict(
+        iops=p["iops"],
+        mib_s=p["bw_bytes"] / 1048576.0,
+        total_ios=p["total_ios"],
+        p50_us=pct.get("50.000000", 0) / 1000.0,
+        p99_us=pct.get("99.000000", 0) / 1000.0,
+        # usr_cpu/sys_cpu are per fio job (averaged under group_reporting)
+        fio_cpu_pct_per_job=job["usr_cpu"] + job["sys_cpu"],
+    )
+
+
+def cmd_run(args):
+    targets = {t["name"]: t for t in read_targets(args.targets)}
+    if args.target not in targets:
+        die("target %s not set up" % args.target)
+    t = targets[args.target]
+    rec = dict(target=t["name"], job=args.job, round=args.round)
+    stem = os.path.join(args.out_dir, "%s.%s.r%d" % (args.job, t["name"], args.round))
+    cmd, conns = fio_command(t, args.job, args.runtime, args.ramp, stem + ".fio.json")
+    if conns > 1 and t["kind"] == "nbd" and t["multi_conn"] != "yes":
+        rec["skipped"] = "server does not advertise multi-conn"
+        with open(stem + ".json", "w") as f:
+            json.dump(rec, f)
+        print("  %-24s %-14s skipped (no multi-conn)" % (args.job, t["name"]), file=sys.stderr)
+        return
+    tck = os.sysconf("SC_CLK_TCK")
+    pid = t["pid"]
+    if pid is not None:
+        c0 = proc_cpu_ticks(pid)
+    w0 = time.monotonic()
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    w1 = time.monotonic()
+    if pid is not None:
+        try:
+            c1 = proc_cpu_ticks(pid)
+        except FileNotFoundError:
+            die("%s (pid %d) died during %s; see its log in %s"
+                % (t["name"], pid, args.job, os.path.dirname(args.out_dir)))
+    if res.returncode != 0:
+        die("fio failed on %s %s (exit %d):\n%s\ncommand: %s"
+            % (t["name"], args.job, res.returncode, res.stdout[-2000:], " ".join(cmd)))
+    with open(stem + ".fio.json") as f:
+        text = f.read()
+    # fio's nbd engine prints "fio: connected to NBD server" lines before the JSON
+    fj = json.loads(text[text.index("{"):])
+    st = fio_stats(fj, JOB_OPTS[args.job]["rw"])
+    wall = w1 - w0
+    rec.update(st)
+    rec["wall_s"] = wall
+    rec["fio_cpu_s_per_s"] = st["fio_cpu_pct_per_job"] / 100.0 * conns
+    if pid is not None:
+        cpu_s = (c1 - c0) / tck
+        rec["server_cpu_s"] = cpu_s
+        rec["server_cpu_s_per_s"] = cpu_s / wall
+        rec["ios_per_server_cpu_s"] = (st["iops"] / rec["server_cpu_s_per_s"]
+                                       if cpu_s > 0 else None)
+    else:
+        rec["server_cpu_s"] = rec["server_cpu_s_per_s"] = rec["ios_per_server_cpu_s"] = None
+    with open(stem + ".json", "w") as f:
+        json.dump(rec, f, indent=1)
+    cpu = ("%.2f" % rec["server_cpu_s_per_s"]) if pid is not None else "n/a"
+    print("  %-24s %-14s %9.0f IOPS %8.1f MiB/s  p50 %7.0f us  p99 %7.0f us  server CPU %s s/s"
+          % (args.job, t["name"], st["iops"], st["mib_s"], st["p50_us"], st["p99_us"], cpu),
+          file=sys.stderr)
+
+
+# ---------------------------------------------------------------- report
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+def machine_info(data_dir):
+    info = {}
+    info["nproc"] = os.cpu_count()
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    info["cpu_model"] = model
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                info["memory_gib"] = round(int(line.split()[1]) / 1048576.0, 1)
+    info["kernel"] = platform.release()
+    d = data_dir or "."
+    info["data_dir_fs"] = sh("findmnt -n -o FSTYPE,SOURCE,OPTIONS -T '%s'" % d)
+    info["data_dir_fs_statf"] = sh("stat -f -c %%T '%s'" % d)
+    info["fio"] = sh("fio --version")
+    info["qemu_nbd"] = sh("qemu-nbd --version | head -1")
+    info["nbdkit"] = sh("nbdkit --version")
+    info["libnbd"] = sh("nbdinfo --version | head -1")
+    info["blockd_commit"] = sh("git rev-parse --short HEAD 2>/dev/null") + (
+        "-dirty" if sh("git status --porcelain --untracked-files=no 2>/dev/null") else "")
+    return info
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, nd=0):
+    if x is None:
+        return "n/a"
+    if nd == 0:
+        return "{:,.0f}".format(x)
+    return "{:,.{}f}".format(x, nd)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt_ratio(x):
+    return "–" if x is None else "%.2f×" % x
+
+
+def build_results(targets, runs_dir, settings):
+    recs = []
+    for fn in sorted(os.listdir(runs_dir)):
+        if fn.endswith(".json") and not fn.endswith(".fio.json"):
+            with open(os.path.join(runs_dir, fn)) as f:
+                recs.append(json.load(f))
+    order = [t["name"] for t in targets]
+    jobs = [n for n, _ in JOBS if any(r["job"] == n for r in recs)]
+    out = []
+    for job in jobs:
+        rows = []
+        for name in order:
+            rs = [r for r in recs if r["job"] == job and r["target"] == name]
+            if not rs:
+                continue
+            rs.sort(key=lambda r: r["round"])
+            if any("skipped" in r for r in rs):
+                rows.append(dict(target=name, skipped=rs[0]["skipped"]))
+                continue
+            row = dict(target=name, rounds=len(rs))
+            for m in METRICS:
+                row[m] = median([r.get(m) for r in rs])
+            row["iops_all_rounds"] = [r["iops"] for r in rs]
+            rows.append(row)
+        by = {r["target"]: r for r in rows if "skipped" not in r}
+        for r in rows:
+            if "skipped" in r:
+                continue
+            q, n = by.get(REF_QEMU), by.get(REF_NULL)
+            r["iops_vs_qemu_nbd_none"] = ratio(r["iops"], q and q["iops"])
+            r["iops_vs_nbdkit_null"] = ratio(r["iops"], n and n["iops"])
+            r["ios_per_cpu_vs_qemu_nbd_none"] = ratio(
+                r["ios_per_server_cpu_s"], q and q["ios_per_server_cpu_s"])
+        out.append(dict(job=job, options={k: v for k, v in JOB_OPTS[job].items()},
+                        targets=rows))
+    return out
+
+
+def markdown_tables(results):
+    lines = []
+    head = ("| target | IOPS | MiB/s | p50 µs | p99 µs | server CPU s/s | IOs per server CPU-s "
+            "| fio CPU s/s | IOPS vs qemu-nbd none | IOPS vs nbdkit null "
+            "| IOs/CPU-s vs qemu-nbd none |")
+    sep = "|" + "---|" * 11
+    for j in results:
+        lines.append("### %s" % j["job"])
+        lines.append("")
+        lines.append(head)
+        lines.append(sep)
+        for r in j["targets"]:
+            if "skipped" in r:
+                lines.append("| %s | skipped: %s |%s" % (r["target"], r["skipped"], " |" * 9))
+                continue
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                r["target"], fmt(r["iops"]), fmt(r["mib_s"], 1), fmt(r["p50_us"], 1),
+                fmt(r["p99_us"], 1), fmt(r["server_cpu_s_per_s"], 2),
+                fmt(r["ios_per_server_cpu_s"]), fmt(r["fio_cpu_s_per_s"], 2),
+                fmt_ratio(r["iops_vs_qemu_nbd_none"]), fmt_ratio(r["iops_vs_nbdkit_null"]),
+                fmt_ratio(r["ios_per_cpu_vs_qemu_nbd_none"])))
+        lines.append("")
+    return "\n".join(lines)
+
+
+NOTES_PLACEHOLDER = "(analysis to be written)"
+
+
+def existing_notes(path):
+    """The "## Notes" section of an existing file, if someone wrote one."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    i = text.find("\n## Notes")
+    if i < 0:
+        return None
+    body = text[i + 1:]
+    return None if NOTES_PLACEHOLDER in body else body.rstrip("\n") + "\n"
+
+
+def write_docs(path, info, settings, targets, tables):
+    s = settings
+    L = []
+    L.append("# blockd benchmarks")
+    L.append("")
+    L.append("Side-by-side measurement of blockd against other NBD servers and the local disk,")
+    L.append("with fio on the same machine over loopback TCP. Written by `make bench`")
+    L.append("(`fio-jobs/bench.sh` and `fio-jobs/bench-report.py`); raw numbers of the")
+    L.append("last run are in `build/bench/results.json`.")
+    L.append("")
+    L.append("## Machine")
+    L.append("")
+    L.append("| | |")
+    L.append("|---|---|")
+    L.append("| CPUs (nproc) | %s |" % info["nproc"])
+    L.append("| CPU model | %s |" % info["cpu_model"])
+    L.append("| memory | %s GiB |" % info.get("memory_gib", "?"))
+    L.append("| kernel | %s |" % info["kernel"])
+    L.append("| data dir filesystem | %s (`stat -f`: %s) |"
+             % (info["data_dir_fs"], info["data_dir_fs_statf"]))
+    L.append("| fio | %s |" % info["fio"])
+    L.append("| qemu-nbd | %s |" % info["qemu_nbd"])
+    L.append("| nbdkit | %s |" % info["nbdkit"])
+    L.append("| libnbd | %s |" % info["libnbd"])
+    L.append("| blockd | commit %s |" % info["blockd_commit"])
+    L.append("| run | %s |" % s.get("date", ""))
+    L.append("")
+    L.append("## How to reproduce")
+    L.append("")
+    L.append("```sh")
+    L.append("make bench                 # 3 rounds x 10 s per job and target (~35 min)")
+    L.append("make bench QUICK=1         # 1 round x 3 s (under 5 min): a smoke run")
+    L.append("# experiments (do not rewrite this file):")
+    L.append("TARGETS=\"blockd nbdkit-null\" JOBS=\"randread-4k-qd32\" make bench")
+    L.append("BENCH_RUNTIME=30 BENCH_ROUNDS=5 make bench")
+    L.append("```")
+    L.append("")
+    L.append("This run: %s round(s), %s s per job after a %s s ramp; every target gets"
+             % (s.get("rounds"), s.get("runtime"), s.get("ramp")))
+    L.append("a job in turn before the next job starts (the target order rotates each round);")
+    L.append("the tables give the median over the rounds of each figure.")
+    L.append("")
+    L.append("## Targets")
+    L.append("")
+    L.append("Each target holds 1 GiB written sequentially (fio, 1 MiB blocks) before any")
+    L.append("measurement, and every job works over that 1 GiB. All servers listen on")
+    L.append("127.0.0.1; nothing is pinned to a CPU.")
+    L.append("")
+    L.append("| target | what | multi-conn |")
+    L.append("|---|---|---|")
+    for t in targets:
+        L.append("| %s | %s | %s |" % (t["name"], t["description"], t["multi_conn"]))
+    L.append("")
+    L.append("Columns: IOPS and MiB/s from fio; p50/p99 are completion latency (fio `clat`);")
+    L.append("server CPU s/s is the server process's utime+stime (all threads, from")
+    L.append("`/proc/PID/stat`) over the fio run divided by its wall time (ramp and")
+    L.append("connection setup included); IOs per server CPU-s = IOPS / server CPU s/s;")
+    L.append("fio CPU s/s is fio's own CPU (the client; the only CPU figure for local-uring).")
+    L.append("Ratios compare IOPS (and IOs per CPU-second) with qemu-nbd --cache=none and")
+    L.append("with nbdkit null, the server that does no I/O: the ceiling of fio's nbd engine")
+    L.append("on this machine. The 4conn jobs run 4 fio jobs, each on its own NBD connection,")
+    L.append("only against servers that advertise multi-conn. `sync` runs before every")
+    L.append("measurement so that one target's dirty page cache is not written back during")
+    L.append("another's run.")
+    L.append("")
+    L.append("## Results")
+    L.append("")
+    L.append(tables)
+    notes = existing_notes(path)
+    if notes:
+        L.append(notes)
+    else:
+        L.append("## Notes")
+        L.append("")
+        L.append(NOTES_PLACEHOLDER)
+        L.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(L))
+
+
+def cmd_report(args):
+    targets = read_targets(args.targets)
+    settings = dict(kv.split("=", 1) for kv in (args.settings or "").split())
+    settings["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
+    results = build_results(targets, args.runs, settings)
+    info = machine_info(args.data_dir)
+    doc = dict(machine=info, settings=settings,
+               targets=[{k: v for k, v in t.items() if k != "pid"} for t in targets],
+               jobs=results)
+    with open(args.json, "w") as f:
+        json.dump(doc, f, indent=1)
+    tables = markdown_tables(results)
+    print(tables)
+    if args.docs:
+        write_docs(args.docs, info, settings, targets, tables)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("jobs")
+    p.add_argument("--only")
+    p = sub.add_parser("ports")
+    p.add_argument("n", type=int)
+    p = sub.add_parser("run")
+    p.add_argument("--targets", required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--job", required=True, choices=list(JOB_OPTS))
+    p.add_argument("--round", type=int, required=True)
+    p.add_argument("--runtime", type=int, required=True)
+    p.add_argument("--ramp", type=int, default=1)
+    p.add_argument("--out-dir", required=True)
+    p = sub.add_parser("report")
+    p.add_argument("--targets", required=True)
+    p.add_argument("--runs", required=True)
+    p.add_argument("--json", required=True)
+    p.add_argument("--docs")
+    p.add_argument("--data-dir")
+    p.add_argument("--settings")
+    args = ap.parse_args()
+    {"jobs": cmd_jobs, "ports": cmd_ports, "run": cmd_run, "report": cmd_report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+#!/bin/sh
+# fio-jobs/bench.sh — blockd side by side with qemu-nbd, nbdkit and the local disk.
+#
+# Run by `make bench`.  Starts every target on 127.0.0.1, writes 1 GiB into each,
+# then runs every fio job against every target in turn (one job on all targets
+# before the next job), ROUNDS times, and reports medians: a Markdown table per
+# job on stdout, build/bench/results.json, and docs/BENCHMARKS.md.
+#
+# Environment:
+#   QUICK=1               3 s per run, 1 round (a smoke run of a few minutes)
+#   BENCH_RUNTIME=S       seconds measured per run (default 10; QUICK: 3)
+#   BENCH_ROUNDS=N (or R) rounds (default 3; QUICK: 1)
+#   TARGETS="a b"         subset of: blockd qemu-nbd-none qemu-nbd-wb nbdkit-file
+#                         nbdkit-null local-uring
+#   JOBS="a b"            subset of the jobs (bench-report.py jobs lists them)
+#   BUILD=DIR             build directory (default build)
+# A run filtered by TARGETS or JOBS does not rewrite docs/BENCHMARKS.md.
+
+set -e
+
+ALL_TARGETS="blockd qemu-nbd-none qemu-nbd-wb nbdkit-file nbdkit-null local-uring"
+PY=/usr/bin/python3
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+cd "$ROOT"
+HELPER="$HERE/bench-report.py"
+
+BUILD=${BUILD:-build}
+case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+BENCH=$BUILD/bench
+DATA=$BENCH/data
+RUNS=$BENCH/runs
+LOGS=$BENCH/logs
+TFILE=$BENCH/targets.tsv
+
+if [ "${QUICK:-0}" = 1 ]; then
+	RUNTIME=${BENCH_RUNTIME:-3}
+	ROUNDS=${BENCH_ROUNDS:-${R:-1}}
+else
+	RUNTIME=${BENCH_RUNTIME:-10}
+	ROUNDS=${BENCH_ROUNDS:-${R:-3}}
+fi
+RAMP=1
+if [ -n "$TARGETS$JOBS" ]; then FILTERED=yes; else FILTERED=no; fi
+TARGETS=${TARGETS:-$ALL_TARGETS}
+
+msg() { echo "bench: $*" >&2; }
+die() { echo "bench: $*" >&2; exit 1; }
+
+for t in $TARGETS; do
+	case " $ALL_TARGETS " in *" $t "*) ;; *) die "unknown target \"$t\" in TARGETS (known: $ALL_TARGETS)" ;; esac
+done
+case $RUNTIME in ''|*[!0-9]*) die "BENCH_RUNTIME must be whole seconds, not \"$RUNTIME\"" ;; esac
+case $ROUNDS in ''|*[!0-9]*|0) die "BENCH_ROUNDS must be a positive number, not \"$ROUNDS\"" ;; esac
+JOBLIST=$($PY "$HELPER" jobs ${JOBS:+--only "$JOBS"})
+
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"; }
+need fio "install the fio package"
+need nbdinfo "install libnbd-bin"
+case " $TARGETS " in *" qemu-nbd"*) need qemu-nbd "install qemu-utils" ;; esac
+case " $TARGETS " in *" nbdkit"*) need nbdkit "install nbdkit" ;; esac
+case " $TARGETS " in *" blockd "*)
+	[ -x "$BUILD/blockd" ] && [ -x "$BUILD/blockctl" ] || die "$BUILD/blockd not built (run make)" ;;
+esac
+
+# Every server we start is recorded here and stopped by PID on exit.
+PIDS=
+cleanup() {
+	rc=$?
+	trap - EXIT INT TERM
+	for p in $PIDS; do kill "$p" 2>/dev/null || true; done
+	for p in $PIDS; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$DATA"
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+rm -rf "$DATA" "$RUNS" "$LOGS" "$TFILE"
+mkdir -p "$DATA" "$RUNS" "$LOGS"
+: >"$TFILE"
+
+# wait_nbd URI PID NAME: wait until the server answers an NBD handshake.
+wait_nbd() {
+	i=0
+	while ! nbdinfo --size "$1" >/dev/null 2>&1; do
+		kill -0 "$2" 2>/dev/null || die "$3 exited at start; see $LOGS/$3.log"
+		i=$((i + 1))
+		[ $i -lt 200 ] || die "$3 does not answer on $1 after 20 s; see $LOGS/$3.log"
+		sleep 0.1
+	done
+}
+
+# fill_nbd URI / fill_file PATH: write the first 1 GiB once, sequentially.
+fill_nbd() {
+	fio --name=fill --ioengine=nbd --uri="$1" --rw=write --bs=1M --iodepth=4 \
+		--size=1g --output=/dev/null >/dev/null
+}
+fill_file() {
+	fio --name=fill --ioengine=io_uring --direct=1 --filename="$1" --rw=write \
+		--bs=1M --iodepth=4 --size=1g --output=/dev/null >/dev/null
+}
+
+# add_target NAME KIND URI-OR-PATH PID DESCRIPTION: verify, probe multi-conn, record.
+add_target() {
+	mc=-
+	if [ "$2" = nbd ]; then
+		wait_nbd "$3" "$4" "$1"
+		if nbdinfo --can multi-conn "$3" 2>/dev/null; then mc=yes; else mc=no; fi
+	fi
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$mc" "$5" >>"$TFILE"
+	msg "$1 ready: $3 (pid $4, multi-conn $mc)"
+}
+
+set -- $($PY "$HELPER" ports 6)
+P_BLOCKD=$1 P_API=$2 P_QNONE=$3 P_QWB=$4 P_NKFILE=$5 P_NKNULL=$6
+
+msg "setup: $ROUNDS round(s), ${RUNTIME} s per run (+${RAMP} s ramp), data in $DATA"
+for t in $TARGETS; do
+	case $t in
+	blockd)
+		mkdir -p "$DATA/blockd"
+		"$BUILD/blockd" --data-dir "$DATA/blockd" --capacity 4G \
+			--nbd "127.0.0.1:$P_BLOCKD" --api "127.0.0.1:$P_API" \
+			>"$LOGS/blockd.log" 2>&1 &
+		pid=$!
+		PIDS="$PIDS $pid"
+		api=http://127.0.0.1:$P_API
+		i=0
+		until BLOCKD_API=$api "$BUILD/blockctl" pool show >/dev/null 2>&1; do
+			kill -0 "$pid" 2>/dev/null || die "blockd exited at start; see $LOGS/blockd.log"
+			i=$((i + 1))
+			[ $i -lt 200 ] || die "blockd API does not answer on $api; see $LOGS/blockd.log"
+			sleep 0.1
+		done
+		BLOCKD_API=$api "$BUILD/blockctl" volume create bench --size 1G >/dev/null
+		uri=nbd://127.0.0.1:$P_BLOCKD/bench
+		wait_nbd "$uri" "$pid" blockd
+		fill_nbd "$uri"
+		add_target blockd nbd "$uri" "$pid" \
+			"blockd, 1 GiB volume in a 4 GiB pool (default settings: $(nproc) threads, 1 MiB chunks)"
+		;;
+	qemu-nbd-none|qemu-nbd-wb)
+		f=$DATA/$t.raw
+		fill_file "$f"
+		if [ $t = qemu-nbd-none ]; then
+			port=$P_QNONE cache="--cache=none --aio=io_uring"
+			desc="qemu-nbd --cache=none --aio=io_uring on a raw file (O_DIRECT)"
+		else
+			port=$P_QWB cache=
+			desc="qemu-nbd on a raw file, default cache (writeback: page cache)"
+		fi
+		# shellcheck disable=SC2086
+		qemu-nbd -f raw -t -p "$port" -b 127.0.0.1 --shared=8 $cache "$f" \
+			>"$LOGS/$t.log" 2>&1 &
+		pid=$!
+		PIDS="$PIDS $pid"
+		add_target $t nbd "nbd://127.0.0.1:$port/" "$pid" "$desc --shared=8"
+		;;
+	nbdkit-file|nbdkit-null)
+		if [ $t = nbdkit-file ]; then
+			f=$DATA/nbdkit-file.raw
+			fill_file "$f"
+			port=$P_NKFILE
+			set -- file "file=$f"
+			desc="nbdkit file plugin on a raw file (default: page cache)"
+		else
+			port=$P_NKNULL
+			set -- null size=1G
+			desc="nbdkit null size=1G: no I/O at all, the ceiling of fio's nbd engine"
+		fi
+		pidfile=$BENCH/$t.pid
+		rm -f "$pidfile"
+		nbdkit -f -p "$port" -i 127.0.0.1 --pidfile "$pidfile" "$@" \
+			>"$LOGS/$t.log" 2>&1 &
+		PIDS="$PIDS $!"
+		i=0
+		while [ ! -s "$pidfile" ]; do
+			i=$((i + 1))
+			[ $i -lt 100 ] || die "$t did not write $pidfile; see $LOGS/$t.log"
+			sleep 0.1
+		done
+		pid=$(cat "$pidfile")
+		case " $PIDS " in *" $pid "*) ;; *) PIDS="$PIDS $pid" ;; esac
+		uri=nbd://127.0.0.1:$port/
+		[ $t = nbdkit-file ] || fill_nbd "$uri"  # null: nothing to fill
+		add_target $t nbd "$uri" "$pid" "$desc"
+		;;
+	local-uring)
+		f=$DATA/local.raw
+		fill_file "$f"
+		add_target local-uring file "$f" - \
+			"fio ioengine=io_uring direct=1 on a 1 GiB file in the same filesystem: the disk without network"
+		;;
+	esac
+done
+
+# rotate N WORDS...: WORDS rotated left by N (round r starts with target r).
+rotate() {
+	n=$1
+	shift
+	while [ "$n" -gt 0 ]; do
+		x=$1
+		shift
+		set -- "$@" "$x"
+		n=$((n - 1))
+	done
+	echo "$@"
+}
+ntargets=$(echo $TARGETS | wc -w)
+
+r=1
+while [ $r -le "$ROUNDS" ]; do
+	msg "round $r of $ROUNDS"
+	order=$(rotate $(((r - 1) % ntargets)) $TARGETS)
+	for job in $JOBLIST; do
+		for t in $order; do
+			sync  # no dirty pages of the previous run are written back during this one
+			$PY "$HELPER" run --targets "$TFILE" --target "$t" --job "$job" \
+				--round $r --runtime "$RUNTIME" --ramp $RAMP --out-dir "$RUNS"
+		done
+	done
+	r=$((r + 1))
+done
+
+docs=
+if [ $FILTERED = no ]; then
+	docs=$ROOT/docs/BENCHMARKS.md
+else
+	msg "TARGETS or JOBS set: docs/BENCHMARKS.md left as it is"
+fi
+$PY "$HELPER" report --targets "$TFILE" --runs "$RUNS" --json "$BENCH/results.json" \
+	--data-dir "$DATA" ${docs:+--docs "$docs"} \
+	--settings "rounds=$ROUNDS runtime=$RUNTIME ramp=$RAMP quick=${QUICK:-0}"
+msg "results in $BENCH/results.json${docs:+ and docs/BENCHMARKS.md}"
