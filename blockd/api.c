@@ -23,6 +23,7 @@ struct req_ctx {
   char *body;
   size_t len;
   bool too_big;
+  bool responded;               /* answered early (413): ignore the rest */
 };
 
 /* ---- responses --------------------------------------------------------------- */
@@ -54,6 +55,44 @@ code_of (unsigned status)
   }
 }
 
+/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
+static size_t
+utf8_len (const unsigned char *p, size_t n)
+{
+  unsigned c = p[0];
+  size_t len;
+  unsigned min;
+  if (c < 0x80) return 1;
+  else if ((c & 0xe0) == 0xc0) { len = 2; min = 0x80; c &= 0x1f; }
+  else if ((c & 0xf0) == 0xe0) { len = 3; min = 0x800; c &= 0x0f; }
+  else if ((c & 0xf8) == 0xf0) { len = 4; min = 0x10000; c &= 0x07; }
+  else return 0;
+  if (len > n) return 0;
+  for (size_t i = 1; i < len; i++) {
+    if ((p[i] & 0xc0) != 0x80) return 0;
+    c = c << 6 | (p[i] & 0x3f);
+  }
+  if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) return 0;  /* overlong, surrogate */
+  return len;
+}
+
+/* Messages quote what the client sent: replace control characters and
+ * bytes that are not UTF-8 so that the JSON body stays valid. */
+static void
+sanitize (char *s)
+{
+  size_t n = strlen (s);
+  for (size_t i = 0; i < n;) {
+    unsigned char c = (unsigned char) s[i];
+    size_t l = utf8_len ((unsigned char *) s + i, n - i);
+    if (l == 0 || c < 0x20 || c == 0x7f) {
+      s[i] = '?';
+      l = 1;
+    }
+    i += l;
+  }
+}
+
 static enum MHD_Result
 send_error (struct MHD_Connection *conn, unsigned status, const char *fmt, ...)
   __attribute__ ((format (printf, 3, 4)));
@@ -65,6 +104,7 @@ send_error (struct MHD_Connection *conn, unsigned status, const char *fmt, ...)
   va_start (ap, fmt);
   vsnprintf (msg, sizeof msg, fmt, ap);
   va_end (ap);
+  sanitize (msg);
   json_object *e = json_object_new_object ();
   json_object_object_add (e, "code", json_object_new_string (code_of (status)));
   json_object_object_add (e, "message", json_object_new_string (msg));
@@ -424,6 +464,16 @@ on_request (void *cls, struct MHD_Connection *conn, const char *url, const char 
     if (rc == NULL)
       return MHD_NO;
     *con_cls = rc;
+    /* A body announced too large is refused before it is sent. */
+    const char *cl = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Content-Length");
+    if (cl && strtoull (cl, NULL, 10) > MAX_BODY) {
+      rc->responded = true;
+      return send_error (conn, 413, "request body is larger than %d bytes", MAX_BODY);
+    }
+    return MHD_YES;
+  }
+  if (rc->responded) {
+    *upload_data_size = 0;        /* a response is queued: drop the rest */
     return MHD_YES;
   }
   if (*upload_data_size) {

@@ -67,8 +67,12 @@ struct blk_conn {
   struct volume *vol;
   struct vol_session vs;
 
+  /* Received bytes not yet processed are rbuf[rpos, rpos + rlen).  A recv
+   * in flight writes at rbuf + rpos + rlen, which processing does not move
+   * (it only advances rpos); the buffer is compacted only before a recv is
+   * armed. */
   uint8_t *rbuf;
-  size_t rlen;
+  size_t rpos, rlen;
   bool recv_armed, recv_direct, send_armed;
   struct blk_req *payload_req;  /* a WRITE still receiving its payload */
   uint64_t discard_left;        /* payload of a refused request still to skip */
@@ -231,6 +235,18 @@ blk_conn_start (struct blk_loop *l, int fd)
   arm_recv (c);
 }
 
+/* Replies that will never be sent (the stream is broken). */
+static void
+drop_sendq (struct blk_conn *c)
+{
+  while (c->sendq_head) {
+    struct blk_req *q = c->sendq_head;
+    c->sendq_head = q->next;
+    conn_release (c, q);
+  }
+  c->sendq_tail = NULL;
+}
+
 /* A WRITE whose payload will never arrive: give it back, unless a recv
  * into its buffer is still in flight (recv_done calls this again). */
 static void
@@ -258,6 +274,7 @@ conn_fail (struct blk_conn *c, const char *fmt, ...)
             c->vol ? c->hs.export_name : "", c->error);
   shutdown (c->fd, SHUT_RDWR);   /* completes a pending recv or send */
   drop_payload (c);
+  drop_sendq (c);
 }
 
 static void
@@ -548,9 +565,8 @@ enter_transmission (struct blk_conn *c)
 static void
 consume (struct blk_conn *c, size_t n)
 {
+  c->rpos += n;
   c->rlen -= n;
-  if (c->rlen)
-    memmove (c->rbuf, c->rbuf + n, c->rlen);
 }
 
 static void
@@ -558,7 +574,7 @@ process_handshake (struct blk_conn *c)
 {
   if (c->hsout_sending)
     return;   /* replies are being sent from hsout: it must not move */
-  ssize_t n = nbd_hs_input (&c->hs, c->rbuf, c->rlen, &c->hsout);
+  ssize_t n = nbd_hs_input (&c->hs, c->rbuf + c->rpos, c->rlen, &c->hsout);
   if (n < 0) {
     if (c->hsout.len)
       blk_loop_mark_dirty (c->loop, c);
@@ -597,7 +613,7 @@ process_one (struct blk_conn *c)
     struct blk_req *q = c->payload_req;
     size_t want = q->r.length - q->payload_got;
     size_t n = c->rlen < want ? c->rlen : want;
-    memcpy ((char *) q->buf + q->payload_got, c->rbuf, n);
+    memcpy ((char *) q->buf + q->payload_got, c->rbuf + c->rpos, n);
     q->payload_got += (uint32_t) n;
     consume (c, n);
     if (q->payload_got < q->r.length)
@@ -609,7 +625,7 @@ process_one (struct blk_conn *c)
   if (c->rlen < NBD_REQUEST_LEN)
     return false;
   struct nbd_request r;
-  if (nbd_request_decode (c->rbuf, &r) < 0) {
+  if (nbd_request_decode (c->rbuf + c->rpos, &r) < 0) {
     conn_fail (c, "request with a bad magic number: the stream is out of sync");
     return false;
   }
@@ -697,8 +713,17 @@ arm_recv (struct blk_conn *c)
     c->recv_direct = true;
   }
   else {
-    if (c->rlen == RBUF_SIZE)
-      return;                    /* full: waits for the loop to drain it */
+    if (c->rpos) {
+      memmove (c->rbuf, c->rbuf + c->rpos, c->rlen);
+      c->rpos = 0;
+    }
+    if (c->rlen == RBUF_SIZE) {
+      /* Full of requests waiting for a limit: the last reply sent resumes.
+       * The SQE taken above becomes a no-op. */
+      io_uring_prep_nop (sqe);
+      io_uring_sqe_set_data64 (sqe, 0);
+      return;
+    }
     io_uring_prep_recv (sqe, c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, 0);
     c->recv_direct = false;
   }
@@ -771,6 +796,8 @@ submit_send (struct blk_conn *c)
 void
 blk_conn_flush (struct blk_conn *c)
 {
+  if (c->state == CONN_DEAD)
+    drop_sendq (c);
   if (c->send_armed || c->state == CONN_DEAD) {
     maybe_free (c);
     return;
@@ -824,25 +851,18 @@ blk_conn_send_done (struct blk_conn *c, int res)
     nbd_buf_consume (&c->hsout, c->hsout_sending);
     c->hsout_sending = 0;
   }
-  bool was_full = c->inflight >= (unsigned) blk_cfg.max_inflight
-                  || c->inflight_bytes >= MAX_CONN_BYTES / 2;
   while (c->sending) {
     struct blk_req *q = c->sending;
     c->sending = q->next;
     conn_release (c, q);
   }
   if (c->state == CONN_DEAD) {
-    while (c->sendq_head) {
-      struct blk_req *q = c->sendq_head;
-      c->sendq_head = q->next;
-      conn_release (c, q);
-    }
-    c->sendq_tail = NULL;
+    drop_sendq (c);
     maybe_free (c);
     return;
   }
   /* input may have waited for these replies (handshake order, limits) */
-  if (c->rlen && (was_full || c->state == CONN_HANDSHAKE))
+  if (c->rlen)
     process_input (c);
   if (c->sendq_head || c->hsout.len)
     blk_loop_mark_dirty (c->loop, c);

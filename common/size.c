@@ -28,7 +28,6 @@ size_parse (const char *s, uint64_t *out)
 {
   if (s == NULL)
     return -EINVAL;
-  while (isspace ((unsigned char) *s)) s++;
   if (!isdigit ((unsigned char) *s))
     return -EINVAL;               /* empty, negative, "+1", ".5" */
 
@@ -53,7 +52,6 @@ size_parse (const char *s, uint64_t *out)
       }
     }
   }
-  while (isspace ((unsigned char) *p) && p[1] != '\0' && !isspace ((unsigned char) p[1])) p++;
   unsigned shift;
   if (suffix_shift (p, &shift) < 0)
     return -EINVAL;

@@ -223,7 +223,7 @@ def machine_info(data_dir):
                 info["memory_gib"] = round(int(line.split()[1]) / 1048576.0, 1)
     info["kernel"] = platform.release()
     d = data_dir or "."
-    info["data_dir_fs"] = sh("findmnt -n -o FSTYPE,SOURCE,OPTIONS -T '%s'" % d)
+    info["data_dir_fs"] = " ".join(sh("findmnt -n -o FSTYPE,SOURCE,OPTIONS -T '%s'" % d).split())
     info["data_dir_fs_statf"] = sh("stat -f -c %%T '%s'" % d)
     info["fio"] = sh("fio --version")
     info["qemu_nbd"] = sh("qemu-nbd --version | head -1")
@@ -257,12 +257,17 @@ def fmt_ratio(x):
     return "–" if x is None else "%.2f×" % x
 
 
-def build_results(targets, runs_dir, settings):
+def read_runs(runs_dir):
     recs = []
     for fn in sorted(os.listdir(runs_dir)):
         if fn.endswith(".json") and not fn.endswith(".fio.json"):
             with open(os.path.join(runs_dir, fn)) as f:
                 recs.append(json.load(f))
+    recs.sort(key=lambda r: (r["round"], [n for n, _ in JOBS].index(r["job"]), r["target"]))
+    return recs
+
+
+def build_results(targets, recs):
     order = [t["name"] for t in targets]
     jobs = [n for n, _ in JOBS if any(r["job"] == n for r in recs)]
     out = []
@@ -400,7 +405,9 @@ def write_docs(path, info, settings, targets, tables):
     L.append("on this machine. The 4conn jobs run 4 fio jobs, each on its own NBD connection,")
     L.append("only against servers that advertise multi-conn. `sync` runs before every")
     L.append("measurement so that one target's dirty page cache is not written back during")
-    L.append("another's run.")
+    L.append("another's run; the page-cache targets (qemu-nbd-wb, nbdkit-file) therefore")
+    L.append("never pay for writeback in their figures, and the kernel threads that do it")
+    L.append("are not counted in their CPU.")
     L.append("")
     L.append("## Results")
     L.append("")
@@ -421,11 +428,12 @@ def cmd_report(args):
     targets = read_targets(args.targets)
     settings = dict(kv.split("=", 1) for kv in (args.settings or "").split())
     settings["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
-    results = build_results(targets, args.runs, settings)
+    recs = read_runs(args.runs)
+    results = build_results(targets, recs)
     info = machine_info(args.data_dir)
     doc = dict(machine=info, settings=settings,
                targets=[{k: v for k, v in t.items() if k != "pid"} for t in targets],
-               jobs=results)
+               jobs=results, runs=recs)
     with open(args.json, "w") as f:
         json.dump(doc, f, indent=1)
     tables = markdown_tables(results)

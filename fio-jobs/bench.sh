@@ -60,7 +60,9 @@ need nbdinfo "install libnbd-bin"
 case " $TARGETS " in *" qemu-nbd"*) need qemu-nbd "install qemu-utils" ;; esac
 case " $TARGETS " in *" nbdkit"*) need nbdkit "install nbdkit" ;; esac
 case " $TARGETS " in *" blockd "*)
-	[ -x "$BUILD/blockd" ] && [ -x "$BUILD/blockctl" ] || die "$BUILD/blockd not built (run make)" ;;
+	if [ ! -x "$BUILD/blockd" ] || [ ! -x "$BUILD/blockctl" ]; then
+		die "$BUILD/blockd or blockctl not built (run make)"
+	fi ;;
 esac
 
 # Every server we start is recorded here and stopped by PID on exit.
@@ -70,7 +72,7 @@ cleanup() {
 	trap - EXIT INT TERM
 	for p in $PIDS; do kill "$p" 2>/dev/null || true; done
 	for p in $PIDS; do wait "$p" 2>/dev/null || true; done
-	rm -rf "$DATA"
+	rm -rf "$DATA" "$BENCH"/*.pid
 	exit $rc
 }
 trap cleanup EXIT
@@ -113,6 +115,7 @@ add_target() {
 	msg "$1 ready: $3 (pid $4, multi-conn $mc)"
 }
 
+# shellcheck disable=SC2046  # six port numbers
 set -- $($PY "$HELPER" ports 6)
 P_BLOCKD=$1 P_API=$2 P_QNONE=$3 P_QWB=$4 P_NKFILE=$5 P_NKNULL=$6
 
@@ -144,22 +147,22 @@ for t in $TARGETS; do
 	qemu-nbd-none|qemu-nbd-wb)
 		f=$DATA/$t.raw
 		fill_file "$f"
-		if [ $t = qemu-nbd-none ]; then
+		if [ "$t" = qemu-nbd-none ]; then
 			port=$P_QNONE cache="--cache=none --aio=io_uring"
-			desc="qemu-nbd --cache=none --aio=io_uring on a raw file (O_DIRECT)"
+			desc="qemu-nbd --shared=8 --cache=none --aio=io_uring on a raw file (O_DIRECT)"
 		else
 			port=$P_QWB cache=
-			desc="qemu-nbd on a raw file, default cache (writeback: page cache)"
+			desc="qemu-nbd --shared=8 on a raw file, default cache (writeback: page cache)"
 		fi
 		# shellcheck disable=SC2086
 		qemu-nbd -f raw -t -p "$port" -b 127.0.0.1 --shared=8 $cache "$f" \
 			>"$LOGS/$t.log" 2>&1 &
 		pid=$!
 		PIDS="$PIDS $pid"
-		add_target $t nbd "nbd://127.0.0.1:$port/" "$pid" "$desc --shared=8"
+		add_target "$t" nbd "nbd://127.0.0.1:$port/" "$pid" "$desc"
 		;;
 	nbdkit-file|nbdkit-null)
-		if [ $t = nbdkit-file ]; then
+		if [ "$t" = nbdkit-file ]; then
 			f=$DATA/nbdkit-file.raw
 			fill_file "$f"
 			port=$P_NKFILE
@@ -184,8 +187,8 @@ for t in $TARGETS; do
 		pid=$(cat "$pidfile")
 		case " $PIDS " in *" $pid "*) ;; *) PIDS="$PIDS $pid" ;; esac
 		uri=nbd://127.0.0.1:$port/
-		[ $t = nbdkit-file ] || fill_nbd "$uri"  # null: nothing to fill
-		add_target $t nbd "$uri" "$pid" "$desc"
+		[ "$t" = nbdkit-file ] || fill_nbd "$uri"  # null: nothing to fill
+		add_target "$t" nbd "$uri" "$pid" "$desc"
 		;;
 	local-uring)
 		f=$DATA/local.raw
@@ -208,11 +211,13 @@ rotate() {
 	done
 	echo "$@"
 }
+# shellcheck disable=SC2086  # TARGETS and JOBLIST are word lists
 ntargets=$(echo $TARGETS | wc -w)
 
 r=1
 while [ $r -le "$ROUNDS" ]; do
 	msg "round $r of $ROUNDS"
+	# shellcheck disable=SC2086
 	order=$(rotate $(((r - 1) % ntargets)) $TARGETS)
 	for job in $JOBLIST; do
 		for t in $order; do

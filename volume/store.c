@@ -303,6 +303,8 @@ chunk_unmap (struct vol_store *st, uint32_t phys, struct vol_ioctx *ctx)
 
 /* ---- volumes ---------------------------------------------------------------- */
 
+const char *const vol_disk_types[] = { "standard", "ssd", "premium", NULL };
+
 const char *
 vol_status_name (enum vol_status s)
 {
@@ -426,11 +428,14 @@ vol_create (struct vol_store *st, const char *name, uint64_t size, const char *t
     set_err (err, errlen, "volume \"%s\": size %llu %s", name, (unsigned long long) size, why);
     return -EINVAL;
   }
-  if (type == NULL || *type == '\0')
-    type = "standard";
-  if ((why = vol_name_invalid (type)) != NULL || strlen (type) > VOL_TYPE_MAX) {
-    set_err (err, errlen, "volume \"%s\": disk type \"%.40s\" is invalid "
-             "(1-31 letters, digits, '.', '_' or '-')", name, type);
+  if (type == NULL)
+    type = vol_disk_types[0];
+  bool known = false;
+  for (const char *const *t = vol_disk_types; *t; t++)
+    known |= strcmp (*t, type) == 0;
+  if (!known) {
+    set_err (err, errlen, "volume \"%s\": disk type \"%.40s\" is unknown "
+             "(standard, ssd or premium)", name, type);
     return -EINVAL;
   }
 

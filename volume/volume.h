@@ -77,6 +77,10 @@ static inline enum vol_status vol_info_status (const struct vol_info *vi)
 { return vi->connections ? VOL_IN_USE : VOL_AVAILABLE; }
 const char *vol_status_name (enum vol_status s);
 
+/* Disk types are performance classes, as a cloud offers them: "standard"
+ * (the default), "ssd", "premium".  NULL-terminated. */
+extern const char *const vol_disk_types[];
+
 /* Names: 1..VOL_NAME_MAX of [A-Za-z0-9._-], not starting with '.' or '-'.
  * Returns NULL if valid, else why not. */
 const char *vol_name_invalid (const char *name);

@@ -48,6 +48,16 @@ start_blockd () {
 # stop_blockd: SIGTERM and wait; fails the test if blockd did not exit 0
 stop_blockd () {
     kill -TERM "$BLOCKD_PID"
+    _n=0
+    while kill -0 "$BLOCKD_PID" 2>/dev/null && [ $_n -lt 300 ]; do
+        sleep 0.05; _n=$((_n + 1))
+    done
+    if kill -0 "$BLOCKD_PID" 2>/dev/null; then
+        kill -ABRT "$BLOCKD_PID"
+        wait "$BLOCKD_PID" 2>/dev/null
+        BLOCKD_PID=
+        fail "blockd did not stop within 15 s of SIGTERM"
+    fi
     rc=0
     wait "$BLOCKD_PID" || rc=$?
     BLOCKD_PID=

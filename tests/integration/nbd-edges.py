@@ -106,7 +106,10 @@ class section:
         except Exception:
             print("  (connection lost; reconnecting)", flush=True)
             h = connect()
-        # resynchronise the model so later groups test their own things
+        # Resynchronise the model so later groups test their own things;
+        # first let requests of a connection the server dropped finish (an
+        # unacknowledged write may still land).
+        time.sleep(1)
         model[:] = h.pread(SIZE, 0)
         return True
 

@@ -222,9 +222,11 @@ bad 400 invalid_argument PATCH /v1/volumes/data1 '{"size": "10X"}'
 bad 400 invalid_argument PATCH /v1/volumes/data1 '{"size": 0}'
 bad 400 invalid_argument PATCH /v1/volumes/data1 '{"size": "512T"}'
 bad 400 invalid_argument PATCH /v1/volumes/data1 'not json'
-bad 415 unsupported_media_type POST /v1/volumes '{"name": "bad", "size": "1G"}' text/plain
-bad 415 unsupported_media_type POST /v1/volumes '{"name": "bad", "size": "1G"}' application/x-www-form-urlencoded
-bad 415 unsupported_media_type PATCH /v1/volumes/data1 '{"size": "5G"}' text/plain
+# any content type is accepted when the body is JSON (a bare `curl -d` works)
+api POST /v1/volumes '{"name": "ctype1", "size": "1G"}' application/x-www-form-urlencoded
+expect 201 "a JSON body sent as a form"
+api DELETE /v1/volumes/ctype1
+expect 204 "delete ctype1"
 bad 405 method_not_allowed PUT /v1/volumes '{"name": "bad", "size": "1G"}'
 bad 405 method_not_allowed DELETE /v1/volumes
 bad 405 method_not_allowed POST /v1/volumes/data1 '{"size": "5G"}'

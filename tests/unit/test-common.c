@@ -29,8 +29,10 @@ static const struct parse_case parse_cases[] = {
   { "1", 0, 1 },
   { "512", 0, 512 },
   { "007", 0, 7 },
-  { " 7", 0, 7 },
-  { "\t 4096", 0, 4096 },
+  { " 7", -EINVAL, 0 },         /* sizes have no spaces */
+  { "1 G", -EINVAL, 0 },
+  { "1G ", -EINVAL, 0 },
+  { "\t 4096", -EINVAL, 0 },
   { "18446744073709551615", 0, UINT64_MAX },
   /* binary suffixes, any case */
   { "4K", 0, 4 * KiB },

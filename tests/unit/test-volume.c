@@ -524,9 +524,11 @@ Test (volume, create_type_and_info)
   cr_expect_eq (vi.connections, 0);
   cr_expect_eq (vol_info_status (&vi), VOL_AVAILABLE);
 
-  cr_assert_eq (vol_create (t_st, "d2", 8 * MiB, "ssd-io2", &vi, err, sizeof err), 0);
-  cr_expect_str_eq (vi.type, "ssd-io2");
+  cr_assert_eq (vol_create (t_st, "d2", 8 * MiB, "premium", &vi, err, sizeof err), 0);
+  cr_expect_str_eq (vi.type, "premium");
   cr_expect_eq (vol_create (t_st, "d3", 8 * MiB, "bad type", &vi, err, sizeof err), -EINVAL);
+  cr_expect_eq (vol_create (t_st, "d5", 8 * MiB, "gold", &vi, err, sizeof err), -EINVAL);
+  cr_expect (strstr (err, "standard, ssd or premium") != NULL, "%s", err);
   char long_type[33];
   memset (long_type, 't', 32); long_type[32] = '\0';
   cr_expect_eq (vol_create (t_st, "d4", 8 * MiB, long_type, &vi, err, sizeof err), -EINVAL);
