@@ -266,8 +266,10 @@ blk_config_usage (FILE *out)
            "  --dump-config                print the effective settings and exit\n"
            "  --check                      verify the store in --data-dir and exit\n"
            "                               (0 consistent, 1 problems found, 2 unreadable)\n"
-           "  --run CMD                    start, run CMD with $BLOCKD_API and $BLOCKD_NBD set,\n"
-           "                               stop when it exits and exit with its status\n"
+           "  --run CMD                    start, run CMD with $BLOCKD_API and $BLOCKD_NBD\n"
+           "                               (a volume's URI is $BLOCKD_NBD/NAME; with --nbd-unix,\n"
+           "                               $BLOCKD_NBD_UNIX is the socket) set, stop when it\n"
+           "                               exits and exit with its status\n"
            "  --help                       this text\n"
            "\nSizes take binary suffixes: 512, 4K, 10G, 2T.\n");
 }

@@ -84,9 +84,16 @@ start_run (const char *cmd)
   char api[160];
   snprintf (api, sizeof api, "http://%s", blk_cfg.api);
   setenv ("BLOCKD_API", api, 1);
+  /* "$BLOCKD_NBD/VOLUME" is a volume's URI */
   char nbd[256];
   blk_nbd_uri ("", nbd, sizeof nbd);
-  setenv ("BLOCKD_NBD", nbd, 1);
+  size_t n = strlen (nbd);
+  if (n && nbd[n - 1] == '/')
+    nbd[n - 1] = '\0';
+  if (blk_cfg.nbd[0])
+    setenv ("BLOCKD_NBD", nbd, 1);
+  if (blk_cfg.nbd_unix[0])
+    setenv ("BLOCKD_NBD_UNIX", blk_cfg.nbd_unix, 1);
   run_child = fork ();
   if (run_child < 0)
     return -errno;
