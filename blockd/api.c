@@ -413,9 +413,48 @@ not_allowed (struct MHD_Connection *conn, const char *method, const char *url, c
   return ret;
 }
 
+/* POST /v1/debug/faults {"volume": NAME, "op": "read|write|trim|zero",
+ * "error": "EIO|ENOSPC", "count": N}: the next N pool operations fail.
+ * Only with --fault-injection 1. */
+static enum MHD_Result
+debug_faults (struct MHD_Connection *conn, struct req_ctx *rc)
+{
+  static const char *const fields[] = { "volume", "op", "error", "count", NULL };
+  enum MHD_Result ret;
+  json_object *o = parse_body (conn, rc, fields, &ret);
+  if (o == NULL)
+    return ret;
+  json_object *jv = NULL, *jo = NULL, *je = NULL, *jc = NULL;
+  json_object_object_get_ex (o, "volume", &jv);
+  json_object_object_get_ex (o, "op", &jo);
+  json_object_object_get_ex (o, "error", &je);
+  json_object_object_get_ex (o, "count", &jc);
+  const char *op = jo ? json_object_get_string (jo) : "write";
+  const char *er = je ? json_object_get_string (je) : "EIO";
+  enum vol_op vop = strcmp (op, "read") == 0 ? VOL_OP_READ : strcmp (op, "write") == 0 ? VOL_OP_WRITE
+                  : strcmp (op, "trim") == 0 ? VOL_OP_TRIM : strcmp (op, "zero") == 0 ? VOL_OP_ZERO
+                  : VOL_OP_FLUSH;
+  int err = strcmp (er, "EIO") == 0 ? EIO : strcmp (er, "ENOSPC") == 0 ? ENOSPC : 0;
+  int64_t count = jc ? json_object_get_int64 (jc) : 1;
+  int r = -EINVAL;
+  if (vop != VOL_OP_FLUSH && err && count >= 0 && count <= 1000000)
+    r = vol_fault_set (jv ? json_object_get_string (jv) : NULL, vop, err, (unsigned) count);
+  json_object_put (o);
+  if (r < 0)
+    return send_error (conn, 400, "fault: op must be read, write, trim or zero; error EIO or ENOSPC; "
+                       "count 0 (clear) to 1000000");
+  log_warn ("fault injection: next %lld pool %s operations fail with %s", (long long) count, op, er);
+  return send_json (conn, 204, NULL);
+}
+
 static enum MHD_Result
 route (struct MHD_Connection *conn, const char *url, const char *method, struct req_ctx *rc)
 {
+  if (strcmp (url, "/v1/debug/faults") == 0 && blk_cfg.fault_injection) {
+    if (strcmp (method, "POST"))
+      return not_allowed (conn, method, url, "POST");
+    return debug_faults (conn, rc);
+  }
   if (strcmp (url, "/v1/health") == 0) {
     if (strcmp (method, "GET"))
       return not_allowed (conn, method, url, "GET");

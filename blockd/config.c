@@ -49,6 +49,8 @@ static const struct setting settings[] = {
   { "handshake-timeout", T_INT, S (handshake_timeout), 1, 3600, "30",
     "seconds a client may take to finish the NBD handshake" },
   { "log-level", T_STRING, S (log_level), 0, 0, "info", "error, warn, info or debug" },
+  { "fault-injection", T_INT, S (fault_injection), 0, 1, "0",
+    "1 enables POST /v1/debug/faults, which makes pool I/O fail (for tests only)" },
 };
 #undef S
 #define NSETTINGS (sizeof settings / sizeof settings[0])

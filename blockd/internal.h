@@ -26,6 +26,7 @@ struct blk_config {
   int64_t max_connections;
   int64_t max_inflight;       /* requests in flight per connection */
   int64_t handshake_timeout;  /* seconds */
+  int64_t fault_injection;    /* 1: POST /v1/debug/faults works (tests only) */
   char log_level[16];
 };
 extern struct blk_config blk_cfg;

@@ -104,6 +104,10 @@ struct release_op {
   uint32_t phys;
 };
 
+/* fault.c: test-only fault injection (see vol_fault_set) */
+extern atomic_bool vol_faults_armed;
+int fault_apply (struct vol_io *io, enum vol_op op, int res);
+
 /* io.c */
 void io_release_cqe (struct vol_store *st, struct io_uring_cqe *cqe);
 

@@ -443,6 +443,9 @@ vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
     return;
   }
   struct vol_io *io = s->io;
+  if (__builtin_expect (atomic_load_explicit (&vol_faults_armed, memory_order_relaxed), 0))
+    cqe->res = fault_apply (io, s->kind == SUB_READ || s->kind == SUB_RMW_READ ? VOL_OP_READ
+                                : s->kind == SUB_WRITE ? VOL_OP_WRITE : io->op, cqe->res);
   if (s->kind == SUB_FREE) {
     if (cqe->res < 0)
       log_error_ratelimited ("punching chunk %u: %s (space stays in use until restart)",

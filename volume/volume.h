@@ -176,4 +176,11 @@ typedef int (*vol_extent_fn) (void *opaque, uint64_t offset, uint64_t length, bo
 int vol_extents (struct volume *v, uint64_t offset, uint64_t length, unsigned max_extents,
                  vol_extent_fn fn, void *opaque);
 
+/* ---- fault injection, for tests ------------------------------------------ */
+/* Make the next count pool operations of kind op (VOL_OP_READ, WRITE, TRIM
+ * or ZERO) on volume name (NULL: any) fail with -err (EIO, ENOSPC...), as
+ * if the disk had failed them.  count 0 clears every fault.  Returns 0 or
+ * -EINVAL.  Costs one predictable branch on the I/O path when unused. */
+int vol_fault_set (const char *name, enum vol_op op, int err, unsigned count);
+
 #endif

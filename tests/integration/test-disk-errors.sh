@@ -1,0 +1,58 @@
+#!/bin/sh
+# The pool fails a request (EIO, ENOSPC): the client gets that error for that
+# request only, the connection and every other request go on, and the error
+# is logged once per interval, not once per request.
+. "$(dirname "$0")/lib.sh"
+need nbdsh
+start_blockd --fault-injection 1
+ctl volume create e1 --size 64M >/dev/null
+ctl volume create e2 --size 64M >/dev/null
+fault () {
+    curl -sf -X POST -d "{\"volume\": \"$1\", \"op\": \"$2\", \"error\": \"$3\", \"count\": $4}" \
+        "$BLOCKD_API/v1/debug/faults" || fail "cannot set a fault"
+}
+nbdsh -u "$(uri e1)" -c 'h.pwrite(b"a" * 65536, 0); h.flush()'
+
+fault e1 write EIO 1
+nbdsh -u "$(uri e1)" -c '
+import errno
+try:
+    h.pwrite(b"b" * 4096, 4096)
+    raise SystemExit("write did not fail")
+except nbd.Error as e:
+    assert e.errnum == errno.EIO, e
+h.pwrite(b"c" * 4096, 8192)          # the next one works
+assert h.pread(4096, 8192) == b"c" * 4096
+'
+fault e1 write ENOSPC 1
+nbdsh -u "$(uri e1)" -c '
+import errno
+try:
+    h.pwrite(b"d" * 4096, 12288, nbd.CMD_FLAG_FUA)
+    raise SystemExit("write did not fail")
+except nbd.Error as e:
+    assert e.errnum == errno.ENOSPC, e
+'
+fault e1 read EIO 50
+nbdsh -u "$(uri e1)" -c '
+import errno
+fails = 0
+for i in range(50):
+    try:
+        h.pread(4096, 0)
+    except nbd.Error as e:
+        assert e.errnum == errno.EIO, e
+        fails += 1
+assert fails == 50, fails
+assert h.pread(4096, 0) == b"a" * 4096   # the 51st read works
+'
+# a fault on one volume leaves the other alone
+fault e1 write EIO 100
+nbdsh -u "$(uri e2)" -c 'h.pwrite(b"e" * 4096, 0); assert h.pread(4096, 0) == b"e" * 4096'
+fault e1 write EIO 0
+# 52 pool errors within a few seconds: one line per 5-second interval
+n=$(grep -c "pool .* failed" "$T/blockd.log" || true)
+[ "$n" -ge 1 ] && [ "$n" -le 2 ] || fail "52 pool errors were logged $n times (want one line per interval)"
+stop_blockd
+check_store
+echo "PASS test-disk-errors"
