@@ -66,7 +66,7 @@ unit: deps
 integration: all
 	@BUILD=$(BUILD) sh tests/run-integration.sh $(T)
 
-test: unit integration
+test: unit integration fuzz-smoke
 
 check-long: all
 	@ITERATIONS=50 BUILD=$(BUILD) sh tests/run-integration.sh test-kill9
@@ -81,4 +81,84 @@ bench: all
 clean:
 	rm -rf build
 
+# ---- fuzzing (libFuzzer) and valgrind ------------------------------------
+# tests/fuzz/fuzz-*.c drive the real daemon (every object but main.c) over a
+# socketpair or loopback HTTP; see tests/fuzz/harness.h.  Built with clang
+# into build/fuzz/ with ASan and UBSan.
+#   make fuzz-build                  build build/fuzz/fuzz-*
+#   make fuzz [FUZZ_SECONDS=60]      each target that long; new inputs go to
+#                                    build/fuzz/corpus/, crashes to build/fuzz/artifacts/
+#   make fuzz-smoke                  (part of make test) regressions, the seed
+#                                    corpus, then FUZZ_RUNS mutations per target
+#   make check-valgrind              unit tests under valgrind, leaks are errors
+.PHONY: fuzz-build fuzz-smoke check-valgrind
+FUZZ_CC      ?= clang
+FUZZ_BUILD   := build/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_RUNS    ?= 2000
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz-*.c))
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+                -O1 -g -pthread -I. -fsanitize=fuzzer-no-link $(FUZZ_SAN)
+FUZZ_DAEMON  := $(COMMON_SRC) $(NBD_SRC) $(VOL_SRC) $(filter-out blockd/main.c,$(BLOCKD_SRC))
+fuzz_obj = $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(1))
+# ASan's leak check at exit is on; the harness stops the daemon first
+FUZZ_ENV     := FUZZ_TMPDIR=$(CURDIR)/build/tmp ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 \
+                UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $< (fuzz)"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz-%: $(call fuzz_obj,tests/fuzz/fuzz-%.c tests/fuzz/harness.c $(FUZZ_DAEMON))
+	@echo "  LD      $@"
+	@$(FUZZ_CC) -pthread -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(LIBS_D)
+
+fuzz-build: $(addprefix $(FUZZ_BUILD)/,$(FUZZ_TARGETS))
+.PRECIOUS: $(FUZZ_BUILD)/obj/%.o
+
+# Inputs: regressions (each must pass), then the committed seeds; new
+# coverage is saved under build/fuzz/corpus/ (never in the source tree).
+fuzz: deps fuzz-build
+	@set -e; mkdir -p build/tmp $(FUZZ_BUILD)/artifacts; for t in $(FUZZ_TARGETS); do \
+	    echo "== $$t: $(FUZZ_SECONDS) s"; mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+	    $(FUZZ_ENV) $(FUZZ_BUILD)/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	        -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t- -print_final_stats=1 \
+	        $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t; done
+
+fuzz-smoke:
+	@if ! command -v $(FUZZ_CC) >/dev/null 2>&1 || ! echo 'int LLVMFuzzerTestOneInput(const char *d, long n){return 0;}' \
+	    | $(FUZZ_CC) -x c -fsanitize=fuzzer,address,undefined -o /dev/null - >/dev/null 2>&1; then \
+	    echo "SKIP fuzz-smoke: $(FUZZ_CC) with libFuzzer (-fsanitize=fuzzer) is not available"; exit 0; fi; \
+	$(MAKE) --no-print-directory fuzz-build || exit 1; \
+	set -e; mkdir -p build/tmp $(FUZZ_BUILD)/artifacts; for t in $(FUZZ_TARGETS); do \
+	    start=$$(date +%s); \
+	    if [ -n "$$(ls tests/fuzz/regressions/$$t 2>/dev/null)" ]; then \
+	        $(FUZZ_ENV) $(FUZZ_BUILD)/$$t -timeout=10 tests/fuzz/regressions/$$t/* \
+	            >$(FUZZ_BUILD)/$$t.regressions.log 2>&1 \
+	        || { echo "FAIL $$t: a regression input fails again; see $(FUZZ_BUILD)/$$t.regressions.log"; \
+	             tail -n 30 $(FUZZ_BUILD)/$$t.regressions.log; exit 1; }; fi; \
+	    rm -rf $(FUZZ_BUILD)/smoke/$$t; mkdir -p $(FUZZ_BUILD)/smoke/$$t; \
+	    $(FUZZ_ENV) $(FUZZ_BUILD)/$$t -runs=$(FUZZ_RUNS) -seed=1 -timeout=10 \
+	        -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t- \
+	        $(FUZZ_BUILD)/smoke/$$t tests/fuzz/corpus/$$t >$(FUZZ_BUILD)/$$t.smoke.log 2>&1 \
+	    || { echo "FAIL $$t: see $(FUZZ_BUILD)/$$t.smoke.log and $(FUZZ_BUILD)/artifacts/"; \
+	         tail -n 30 $(FUZZ_BUILD)/$$t.smoke.log; exit 1; }; \
+	    echo "PASS $$t ($$(ls tests/fuzz/regressions/$$t 2>/dev/null | wc -l) regressions, seeds + $(FUZZ_RUNS) runs, $$(( $$(date +%s) - start ))s)"; \
+	done
+
+# Criterion forks a child per test: --no-fork keeps every test in the
+# process valgrind watches.
+VALGRIND := valgrind --leak-check=full --show-leak-kinds=definite,indirect,possible \
+            --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=1 --quiet
+check-valgrind: deps
+	@command -v valgrind >/dev/null 2>&1 || { echo "SKIP check-valgrind: valgrind is not installed"; exit 0; }
+	@$(MAKE) --no-print-directory $(UNIT_TESTS)
+	@set -e; mkdir -p $(BUILD)/tmp; for t in $(UNIT_TESTS); do echo "== valgrind $$t"; \
+	    $(VALGRIND) --log-file=$(BUILD)/tmp/$$(basename $$t).valgrind.log $$t --jobs 1 --no-fork \
+	    || { echo "FAIL $$t under valgrind:"; cat $(BUILD)/tmp/$$(basename $$t).valgrind.log; exit 1; }; \
+	    echo "PASS $$t: no leaks, no errors"; done
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null)

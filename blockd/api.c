@@ -144,6 +144,33 @@ volume_json (const struct vol_info *vi)
   json_object_object_add (o, "created", json_object_new_string (created));
   json_object_object_add (o, "connections", json_object_new_int ((int) vi->connections));
   json_object_object_add (o, "nbd_uri", json_object_new_string (uri));
+  json_object_object_add (o, "source_snapshot",
+                          vi->source[0] ? json_object_new_string (vi->source) : NULL);
+  json_object_object_add (o, "snapshots", json_object_new_int ((int) vi->snapshots));
+  return o;
+}
+
+static json_object *
+snapshot_json (const struct vol_snap_info *si)
+{
+  char created[32], uri[400], full[2 * VOL_NAME_MAX + 2];
+  struct tm tm;
+  time_t t = (time_t) si->created;
+  gmtime_r (&t, &tm);
+  strftime (created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  snprintf (full, sizeof full, "%s@%s", si->vol_name, si->name);
+  blk_nbd_uri (full, uri, sizeof uri);
+  json_object *o = json_object_new_object ();
+  json_object_object_add (o, "id", json_object_new_string (si->id));
+  json_object_object_add (o, "name", json_object_new_string (si->name));
+  json_object_object_add (o, "volume", json_object_new_string (si->vol_name));
+  json_object_object_add (o, "volume_id", json_object_new_string (si->vol_id));
+  json_object_object_add (o, "size", json_object_new_int64 ((int64_t) si->size));
+  json_object_object_add (o, "created", json_object_new_string (created));
+  json_object_object_add (o, "referenced", json_object_new_int64 ((int64_t) si->referenced));
+  json_object_object_add (o, "exclusive", json_object_new_int64 ((int64_t) si->exclusive));
+  json_object_object_add (o, "connections", json_object_new_int ((int) si->connections));
+  json_object_object_add (o, "nbd_uri", json_object_new_string (uri));
   return o;
 }
 
@@ -300,17 +327,25 @@ list_volumes (struct MHD_Connection *conn)
 static enum MHD_Result
 create_volume (struct MHD_Connection *conn, struct req_ctx *rc)
 {
-  static const char *const fields[] = { "name", "size", "type", NULL };
+  static const char *const fields[] = { "name", "size", "type", "from_snapshot", NULL };
   enum MHD_Result ret;
   json_object *o = parse_body (conn, rc, fields, &ret);
   if (o == NULL)
     return ret;
-  json_object *jn, *js, *jt;
+  json_object *jn, *js = NULL, *jt, *jf;
+  const char *from = NULL;
+  if (json_object_object_get_ex (o, "from_snapshot", &jf) && !json_object_is_type (jf, json_type_null)) {
+    if (!json_object_is_type (jf, json_type_string)) {
+      json_object_put (o);
+      return send_error (conn, 400, "field \"from_snapshot\" must be a string such as \"data1@s1\"");
+    }
+    from = json_object_get_string (jf);
+  }
   if (!json_object_object_get_ex (o, "name", &jn) || !json_object_is_type (jn, json_type_string)) {
     json_object_put (o);
     return send_error (conn, 400, "field \"name\" is required and must be a string");
   }
-  if (!json_object_object_get_ex (o, "size", &js)) {
+  if (!json_object_object_get_ex (o, "size", &js) && from == NULL) {
     json_object_put (o);
     return send_error (conn, 400, "field \"size\" is required (bytes, or a string such as \"10G\")");
   }
@@ -327,16 +362,16 @@ create_volume (struct MHD_Connection *conn, struct req_ctx *rc)
     json_object_put (o);
     return send_error (conn, 400, "volume name must not contain NUL characters");
   }
-  uint64_t size;
+  uint64_t size = 0;
   char what[120];
   snprintf (what, sizeof what, "volume \"%.63s\": size", name);
-  if (json_size (conn, js, what, &size, &ret) < 0) {
+  if (js && json_size (conn, js, what, &size, &ret) < 0) {
     json_object_put (o);
     return ret;
   }
   char err[400];
   struct vol_info vi;
-  int r = vol_create (blk_store, name, size, type, &vi, err, sizeof err);
+  int r = vol_create_from (blk_store, name, size, type, from, &vi, err, sizeof err);
   json_object_put (o);
   if (r < 0)
     return send_error (conn, status_of_errno (-r), "%s", err);
@@ -413,6 +448,148 @@ not_allowed (struct MHD_Connection *conn, const char *method, const char *url, c
   return ret;
 }
 
+/* ---- snapshots ----------------------------------------------------------------- */
+static const char *
+json_name_field (json_object *o, const char *k)
+{
+  json_object *x;
+  if (!json_object_object_get_ex (o, k, &x) || !json_object_is_type (x, json_type_string))
+    return NULL;
+  return json_object_get_string (x);
+}
+
+static enum MHD_Result
+snapshot_create (struct MHD_Connection *conn, const char *vol, struct req_ctx *rc)
+{
+  static const char *const fields[] = { "name", NULL };
+  enum MHD_Result ret;
+  json_object *o = parse_body (conn, rc, fields, &ret);
+  if (o == NULL)
+    return ret;
+  const char *name = json_name_field (o, "name");
+  if (name == NULL) {
+    json_object_put (o);
+    return send_error (conn, 400, "field \"name\" is required and must be a string");
+  }
+  char err[400];
+  struct vol_snap_info si;
+  int r = vol_snapshot_create (blk_store, vol, name, &si, err, sizeof err);
+  json_object_put (o);
+  if (r < 0)
+    return send_error (conn, status_of_errno (-r), "%s", err);
+  return send_json (conn, 201, snapshot_json (&si));
+}
+
+static enum MHD_Result
+snapshot_list (struct MHD_Connection *conn, const char *vol)
+{
+  struct vol_snap_info *si;
+  size_t n;
+  if (vol) {
+    struct vol_info vi;
+    char err[400];
+    int r = vol_stat (blk_store, vol, &vi, err, sizeof err);
+    if (r < 0)
+      return send_error (conn, status_of_errno (-r), "%s", err);
+    vol = vi.id;
+    if (vol_snapshot_list (blk_store, vol, &si, &n) < 0)
+      return send_error (conn, 500, "out of memory listing snapshots");
+  }
+  else {
+    const char *q = MHD_lookup_connection_value (conn, MHD_GET_ARGUMENT_KIND, "volume");
+    if (vol_snapshot_list (blk_store, q, &si, &n) < 0)
+      return send_error (conn, 500, "out of memory listing snapshots");
+  }
+  json_object *arr = json_object_new_array ();
+  for (size_t i = 0; i < n; i++)
+    json_object_array_add (arr, snapshot_json (&si[i]));
+  free (si);
+  json_object *o = json_object_new_object ();
+  json_object_object_add (o, "snapshots", arr);
+  return send_json (conn, 200, o);
+}
+
+static enum MHD_Result
+rollback (struct MHD_Connection *conn, const char *vol, struct req_ctx *rc)
+{
+  static const char *const fields[] = { "snapshot", NULL };
+  enum MHD_Result ret;
+  json_object *o = parse_body (conn, rc, fields, &ret);
+  if (o == NULL)
+    return ret;
+  const char *snap = json_name_field (o, "snapshot");
+  if (snap == NULL) {
+    json_object_put (o);
+    return send_error (conn, 400, "field \"snapshot\" is required: the snapshot to roll back to");
+  }
+  char err[400];
+  struct vol_info vi;
+  int r = vol_rollback (blk_store, vol, snap, &vi, err, sizeof err);
+  json_object_put (o);
+  if (r < 0)
+    return send_error (conn, status_of_errno (-r), "%s", err);
+  return send_json (conn, 200, volume_json (&vi));
+}
+
+struct diff_ctx {
+  json_object *arr;
+  uint64_t bytes;
+};
+
+static int
+diff_range (void *opaque, uint64_t offset, uint64_t length)
+{
+  struct diff_ctx *d = opaque;
+  json_object *r = json_object_new_object ();
+  json_object_object_add (r, "offset", json_object_new_int64 ((int64_t) offset));
+  json_object_object_add (r, "length", json_object_new_int64 ((int64_t) length));
+  json_object_array_add (d->arr, r);
+  d->bytes += length;
+  return 0;
+}
+
+static enum MHD_Result
+snapshot_diff (struct MHD_Connection *conn, const char *from)
+{
+  const char *to = MHD_lookup_connection_value (conn, MHD_GET_ARGUMENT_KIND, "to");
+  if (to == NULL || *to == '\0')
+    return send_error (conn, 400, "diff needs ?to=VOL@SNAP or ?to=VOL (what to compare %s with)", from);
+  struct diff_ctx d = { .arr = json_object_new_array () };
+  char err[400];
+  int r = vol_diff (blk_store, from, to, diff_range, &d, err, sizeof err);
+  if (r < 0) {
+    json_object_put (d.arr);
+    return send_error (conn, status_of_errno (-r), "%s", err);
+  }
+  json_object *o = json_object_new_object ();
+  json_object_object_add (o, "from", json_object_new_string (from));
+  json_object_object_add (o, "to", json_object_new_string (to));
+  json_object_object_add (o, "ranges", d.arr);
+  json_object_object_add (o, "changed_bytes", json_object_new_int64 ((int64_t) d.bytes));
+  return send_json (conn, 200, o);
+}
+
+static enum MHD_Result
+snapshot_item (struct MHD_Connection *conn, const char *method, const char *url, const char *ref)
+{
+  char err[400];
+  int r;
+  if (strcmp (method, "GET") == 0) {
+    struct vol_snap_info si;
+    if ((r = vol_snapshot_stat (blk_store, ref, &si, err, sizeof err)) < 0)
+      return send_error (conn, status_of_errno (-r), "%s", err);
+    return send_json (conn, 200, snapshot_json (&si));
+  }
+  if (strcmp (method, "DELETE") == 0) {
+    const char *f = MHD_lookup_connection_value (conn, MHD_GET_ARGUMENT_KIND, "force");
+    bool force = f && (strcmp (f, "true") == 0 || strcmp (f, "1") == 0 || strcmp (f, "yes") == 0);
+    if ((r = vol_snapshot_delete (blk_store, ref, force, err, sizeof err)) < 0)
+      return send_error (conn, status_of_errno (-r), "%s", err);
+    return send_json (conn, 204, NULL);
+  }
+  return not_allowed (conn, method, url, "GET, DELETE");
+}
+
 /* POST /v1/debug/faults {"volume": NAME, "op": "read|write|trim|zero",
  * "error": "EIO|ENOSPC", "count": N}: the next N pool operations fail.
  * Only with --fault-injection 1. */
@@ -474,6 +651,9 @@ route (struct MHD_Connection *conn, const char *url, const char *method, struct 
     json_object_object_add (o, "free", json_object_new_int64 ((int64_t) pi.free));
     json_object_object_add (o, "chunk_size", json_object_new_int64 (pi.chunk_size));
     json_object_object_add (o, "volumes", json_object_new_int ((int) pi.volumes));
+    json_object_object_add (o, "snapshots", json_object_new_int ((int) pi.snapshots));
+    json_object_object_add (o, "shared", json_object_new_int64 ((int64_t) pi.shared));
+    json_object_object_add (o, "leaked", json_object_new_int64 ((int64_t) pi.leaked));
     json_object_object_add (o, "data_dir", json_object_new_string (pi.dir));
     return send_json (conn, 200, o);
   }
@@ -489,6 +669,42 @@ route (struct MHD_Connection *conn, const char *url, const char *method, struct 
     if (r == MHD_NO + 2)
       return not_allowed (conn, method, url, "GET, PATCH, DELETE");
     return r;
+  }
+  const char *slash;
+  if (strncmp (url, "/v1/volumes/", 12) == 0 && (slash = strchr (url + 12, '/')) != NULL
+      && slash > url + 12 && (size_t) (slash - url - 12) <= VOL_NAME_MAX + VOL_ID_LEN) {
+    char vol[VOL_NAME_MAX + VOL_ID_LEN + 1];
+    snprintf (vol, sizeof vol, "%.*s", (int) (slash - url - 12), url + 12);
+    if (strcmp (slash, "/snapshots") == 0) {
+      if (strcmp (method, "POST") == 0)
+        return snapshot_create (conn, vol, rc);
+      if (strcmp (method, "GET") == 0)
+        return snapshot_list (conn, vol);
+      return not_allowed (conn, method, url, "GET, POST");
+    }
+    if (strcmp (slash, "/rollback") == 0) {
+      if (strcmp (method, "POST") == 0)
+        return rollback (conn, vol, rc);
+      return not_allowed (conn, method, url, "POST");
+    }
+  }
+  if (strcmp (url, "/v1/snapshots") == 0 || strcmp (url, "/v1/snapshots/") == 0) {
+    if (strcmp (method, "GET") == 0)
+      return snapshot_list (conn, NULL);
+    return not_allowed (conn, method, url, "GET (create snapshots with POST /v1/volumes/VOL/snapshots)");
+  }
+  if (strncmp (url, "/v1/snapshots/", 14) == 0 && url[14]) {
+    const char *ref = url + 14;
+    slash = strchr (ref, '/');
+    if (slash == NULL)
+      return snapshot_item (conn, method, url, ref);
+    if (strcmp (slash, "/diff") == 0 && (size_t) (slash - ref) < 2 * VOL_NAME_MAX + 2) {
+      char from[2 * VOL_NAME_MAX + 2];
+      snprintf (from, sizeof from, "%.*s", (int) (slash - ref), ref);
+      if (strcmp (method, "GET") == 0)
+        return snapshot_diff (conn, from);
+      return not_allowed (conn, method, url, "GET");
+    }
   }
   return send_error (conn, 404, "no such API path: %s %.200s (see docs/API.md)", method, url);
 }

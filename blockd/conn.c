@@ -149,7 +149,8 @@ static int
 hs_lookup (void *opaque, const char *name, struct nbd_export_info *info, char *msg, size_t msglen)
 {
   struct vol_info vi;
-  if (vol_stat (blk_store, name, &vi, NULL, 0) < 0 || strcmp (vi.name, name) != 0) {
+  bool ro = false;
+  if (vol_export_stat (blk_store, name, &vi, &ro) < 0) {
     if (*name == '\0')
       snprintf (msg, msglen, "blockd has no default export: name the volume to connect to");
     else
@@ -163,10 +164,15 @@ hs_lookup (void *opaque, const char *name, struct nbd_export_info *info, char *m
   info->tflags = NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM
                  | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO | NBD_FLAG_SEND_DF
                  | NBD_FLAG_CAN_MULTI_CONN;
+  if (ro)   /* a snapshot: read-only */
+    info->tflags = (info->tflags & ~(NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES
+                                     | NBD_FLAG_SEND_FAST_ZERO | NBD_FLAG_SEND_FUA))
+                   | NBD_FLAG_READ_ONLY;
   info->min_block = 1;
   info->pref_block = 4096;
   info->max_block = NBD_MAX_PAYLOAD;
-  snprintf (info->description, sizeof info->description, "blockd volume %s (%s)", vi.id, vi.type);
+  snprintf (info->description, sizeof info->description, "blockd %s %s (%s)",
+            ro ? "snapshot" : "volume", vi.id, ro ? "read-only" : vi.type);
   return 0;
 }
 

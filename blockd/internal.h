@@ -111,4 +111,9 @@ void blk_nbd_uri (const char *name, char *out, size_t len);
 int blk_api_start (const char *hostport, char *err, size_t errlen);
 void blk_api_stop (void);
 
+/* embed.c: run the daemon inside another program (fuzzers) */
+/* Serve a connected socket as if loop 0 had accepted it (counted in
+ * blk_nconns; the loop owns fd).  Any thread, once blk_loops_start ran. */
+void blk_loop_adopt (int fd);
+
 #endif

@@ -45,22 +45,35 @@ help_main (void)
 {
   fputs ("Usage: blockctl [--api URL] [--json] COMMAND [ARGS...]\n"
          "\n"
-         "Manage the volumes of a blockd storage daemon through its HTTP API.\n"
+         "Manage the volumes and snapshots of a blockd storage daemon through\n"
+         "its HTTP API.\n"
          "\n"
          "Commands:\n"
          "  volume create NAME --size SIZE [--type TYPE]\n"
          "                              create a volume\n"
+         "  volume create NAME --from-snapshot VOL@SNAP [--size SIZE] [--type TYPE]\n"
+         "                              create a volume from a snapshot (a clone)\n"
          "  volume list [--prefix P] [--status available|in-use]\n"
          "              [--sort name|size|created] [--reverse]\n"
          "                              list volumes (a table; sorted by name)\n"
          "  volume show NAME            show one volume (NAME may also be its id)\n"
          "  volume resize NAME --size SIZE\n"
          "                              grow a volume to SIZE\n"
+         "  volume rollback NAME --to SNAP\n"
+         "                              return a volume to one of its snapshots\n"
          "  volume delete NAME [--force]\n"
          "                              delete a volume (--force: even while an\n"
          "                              NBD client is connected)\n"
+         "  snapshot create VOL SNAP    snapshot volume VOL as VOL@SNAP\n"
+         "  snapshot list [VOL]         list snapshots (of VOL only)\n"
+         "  snapshot show VOL@SNAP      show one snapshot\n"
+         "  snapshot delete VOL@SNAP    delete a snapshot\n"
+         "  snapshot diff VOL@SNAP VOL@SNAP2|VOL\n"
+         "                              the byte ranges that changed between two\n"
+         "                              snapshots, or a snapshot and its volume\n"
          "  pool show                   show the storage pool's capacity and usage\n"
-         "  help [volume|pool]          show help\n"
+         "  help [volume|snapshot|pool]\n"
+         "                              show help\n"
          "\n"
          "Global options (before or after the command):\n"
          "  --api URL     blockd's API address (default: $BLOCKD_API if set,\n"
@@ -81,25 +94,69 @@ ctl_help_volume (void)
 {
   fputs ("Usage:\n"
          "  blockctl volume create NAME --size SIZE [--type TYPE]\n"
+         "  blockctl volume create NAME --from-snapshot VOL@SNAP [--size SIZE]\n"
+         "                         [--type TYPE]\n"
          "  blockctl volume list [--prefix P] [--status available|in-use]\n"
          "                       [--sort name|size|created] [--reverse]\n"
          "  blockctl volume show NAME\n"
          "  blockctl volume resize NAME --size SIZE\n"
+         "  blockctl volume rollback NAME --to SNAP\n"
          "  blockctl volume delete NAME [--force]\n"
          "\n"
          "NAME is 1-63 characters from A-Z a-z 0-9 . _ - and does not start\n"
-         "with '.' or '-'; show, resize and delete also accept a volume's id.\n"
-         "SIZE is bytes or a number with a binary suffix K, M, G, T or P\n"
-         "(e.g. 10G), a positive multiple of 512 bytes.  Volumes only grow.\n"
+         "with '.' or '-'; show, resize, rollback and delete also accept a\n"
+         "volume's id.  SIZE is bytes or a number with a binary suffix K, M, G,\n"
+         "T or P (e.g. 10G), a positive multiple of 512 bytes.  Volumes only\n"
+         "grow.  VOL@SNAP names snapshot SNAP of volume VOL.\n"
          "\n"
          "Options:\n"
-         "  --size SIZE       the volume's (new) size\n"
+         "  --size SIZE       the volume's (new) size; for a clone, at least the\n"
+         "                    snapshot's size (the default)\n"
          "  --type TYPE       the disk type (default: the server's, \"standard\")\n"
+         "  --from-snapshot VOL@SNAP\n"
+         "                    create the volume as a clone of snapshot VOL@SNAP:\n"
+         "                    instant, it shares the snapshot's data\n"
+         "  --to SNAP         the snapshot to roll back to, a snapshot name of the\n"
+         "                    volume or VOL@SNAP; refused while an NBD client is\n"
+         "                    connected; later snapshots are kept\n"
          "  --prefix P        list only volumes whose name starts with P\n"
          "  --status S        list only volumes that are \"available\" or \"in-use\"\n"
          "  --sort KEY        sort the list by name (default), size or created\n"
          "  --reverse         sort in descending order\n"
          "  --force           delete even while an NBD client is connected\n"
+         "\n"
+         "Global options: --api URL, --json (see blockctl --help).\n", stdout);
+}
+
+void
+ctl_help_snapshot (void)
+{
+  fputs ("Usage:\n"
+         "  blockctl snapshot create VOL SNAP\n"
+         "  blockctl snapshot list [VOL]\n"
+         "  blockctl snapshot show VOL@SNAP\n"
+         "  blockctl snapshot delete VOL@SNAP\n"
+         "  blockctl snapshot diff VOL@SNAP VOL@SNAP2|VOL\n"
+         "\n"
+         "A snapshot is a crash-consistent, read-only copy of a volume taken\n"
+         "while clients write.  VOL@SNAP names snapshot SNAP of volume VOL; both\n"
+         "are 1-63 characters from A-Z a-z 0-9 . _ - not starting with '.' or '-'.\n"
+         "Snapshots outlive their volume: they stay listed under its name until\n"
+         "deleted.  Deleting one frees the space nothing else still uses.\n"
+         "\n"
+         "  create  snapshot the volume now; prints the snapshot\n"
+         "  list    a table of all snapshots, or those of volume VOL, with the\n"
+         "          space each references and holds exclusively\n"
+         "  show    one snapshot\n"
+         "  delete  delete a snapshot\n"
+         "  diff    the byte ranges that may differ between a snapshot and a\n"
+         "          later snapshot (or the live volume) of the same volume, one\n"
+         "          \"OFFSET LENGTH\" line each in bytes, then a total; for\n"
+         "          incremental backups\n"
+         "\n"
+         "Clone a snapshot with \"blockctl volume create NEW --from-snapshot\n"
+         "VOL@SNAP\", roll a volume back with \"blockctl volume rollback VOL --to\n"
+         "SNAP\".  Snapshots are exported read-only over NBD as VOL@SNAP.\n"
          "\n"
          "Global options: --api URL, --json (see blockctl --help).\n", stdout);
 }
@@ -124,11 +181,13 @@ help_topic (const char *topic)
     help_main ();
   else if (strcmp (topic, "volume") == 0)
     ctl_help_volume ();
+  else if (strcmp (topic, "snapshot") == 0)
+    ctl_help_snapshot ();
   else if (strcmp (topic, "pool") == 0)
     ctl_help_pool ();
   else
     return ctl_usage_error ("no help for unknown command \"%s\" "
-                            "(commands: volume, pool)", topic);
+                            "(commands: volume, snapshot, pool)", topic);
   return CTL_EXIT_OK;
 }
 
@@ -182,12 +241,14 @@ ctl_parse_opts (const char *cmd, int argc, char **argv,
 
 /* Subcommand options that take a value: their value is copied along with
  * them when the global options are taken out, so that "--prefix --json"
- * would not be misread.  Keep in step with volume-cmd.c. */
+ * would not be misread.  Keep in step with volume-cmd.c and
+ * snapshot-cmd.c. */
 static bool
 takes_value (const char *a)
 {
   static const char *const names[] = {
-    "--size", "--type", "--prefix", "--status", "--sort", NULL
+    "--size", "--type", "--prefix", "--status", "--sort", "--from-snapshot",
+    "--to", NULL
   };
   for (int i = 0; names[i]; i++)
     if (strcmp (a, names[i]) == 0)
@@ -283,6 +344,8 @@ run (int argc, char **argv)
     r = help_topic (nrest > 1 ? rest[1] : NULL);
   else if (strcmp (rest[0], "volume") == 0)
     r = help ? help_topic ("volume") : ctl_cmd_volume (&g, nrest, rest);
+  else if (strcmp (rest[0], "snapshot") == 0)
+    r = help ? help_topic ("snapshot") : ctl_cmd_snapshot (&g, nrest, rest);
   else if (strcmp (rest[0], "pool") == 0)
     r = help ? help_topic ("pool") : ctl_cmd_pool (&g, nrest, rest);
   else if (help)
@@ -291,8 +354,8 @@ run (int argc, char **argv)
     r = ctl_usage_error ("unknown option \"%s\" (try \"blockctl --help\")",
                          rest[0]);
   else
-    r = ctl_usage_error ("unknown command \"%s\" (commands: volume, pool; "
-                         "try \"blockctl --help\")", rest[0]);
+    r = ctl_usage_error ("unknown command \"%s\" (commands: volume, snapshot, "
+                         "pool; try \"blockctl --help\")", rest[0]);
 
  out:
   free ((char *) g.api);

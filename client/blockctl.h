@@ -49,6 +49,7 @@ int ctl_parse_opts (const char *cmd, int argc, char **argv,
                     const struct ctl_opt *opts, const char **pos,
                     int max_pos, int *npos);
 void ctl_help_volume (void);
+void ctl_help_snapshot (void);
 void ctl_help_pool (void);
 
 /* ---- http.c */
@@ -65,24 +66,59 @@ int ctl_http (const struct ctl_globals *g, const char *method,
 /* Percent-escape S for use as one URL path segment or query value.
  * Returns a malloc'd string (caller frees), or NULL on out of memory. */
 char *ctl_escape (const char *s);
+/* Append "&KEY=VALUE" (VALUE escaped by ctl_escape) to the malloc'd query
+ * string *Q, or "?KEY=VALUE" when *Q is NULL.  Returns false on out of
+ * memory (*Q is unchanged and still the caller's). */
+bool ctl_query_add (char **q, const char *key, const char *value);
 
 /* ---- output.c */
 /* Pretty-print OBJ as JSON on stdout, followed by a newline. */
 void ctl_print_json (struct json_object *obj);
 /* Print a VOLUME object as "key: value" lines. */
 void ctl_print_volume (struct json_object *vol);
-/* Print an array of VOLUME objects as a table with a header.  Returns the
- * exit code (CTL_EXIT_SERVER only when out of memory). */
+/* Print a SNAPSHOT object as "key: value" lines. */
+void ctl_print_snapshot (struct json_object *snap);
+/* Print an array of VOLUME (SNAPSHOT) objects as a table with a header.
+ * Returns the exit code (CTL_EXIT_SERVER only when out of memory). */
 int ctl_print_volume_table (struct json_object *vols);
+int ctl_print_snapshot_table (struct json_object *snaps);
 /* Print the pool object as "key: value" lines. */
 void ctl_print_pool (struct json_object *pool);
 /* Read an unsigned integer member KEY of OBJ.  Returns true and sets *out,
  * or false when the member is missing or not a non-negative integer. */
 bool ctl_json_u64 (struct json_object *obj, const char *key, uint64_t *out);
 
-/* ---- volume-cmd.c */
+/* ---- volume-cmd.c: the volume and pool commands, and the checks and
+ * request helpers every command shares */
+/* Is S a valid volume or snapshot name (1-63 of A-Z a-z 0-9 . _ -, not
+ * starting with '.' or '-')?  Volume and snapshot ids pass too. */
+bool ctl_valid_name (const char *s);
+/* Check NAME of a WHAT ("volume", "snapshot").  Returns 0 or
+ * CTL_EXIT_USAGE (said). */
+int ctl_check_name (const char *what, const char *name);
+/* Send METHOD PATH with BODY (may be NULL; consumed) and print the one
+ * object that comes back with PRINT (or as JSON with --json).  Returns the
+ * exit code. */
+int ctl_request_and_print (const struct ctl_globals *g, const char *method,
+                           const char *path, struct json_object *body,
+                           void (*print) (struct json_object *));
+/* Print {"deleted": WHAT} with --json, else: deleted KIND "WHAT". */
+void ctl_print_deleted (const struct ctl_globals *g, const char *kind,
+                        const char *what);
 /* argv[0] is "volume" / "pool". */
 int ctl_cmd_volume (const struct ctl_globals *g, int argc, char **argv);
 int ctl_cmd_pool (const struct ctl_globals *g, int argc, char **argv);
+
+/* ---- snapshot-cmd.c */
+/* Check that REF is "VOLUME@SNAPSHOT" with two valid names.  Returns 0 or
+ * CTL_EXIT_USAGE (said). */
+int ctl_check_snapshot_ref (const char *ref);
+/* Escape REF ("VOLUME@SNAPSHOT", or any one name) for a path segment or a
+ * query value, keeping its '@' (RFC 3986 allows it in both), so that
+ * requests read "/v1/snapshots/data1@s1".  Returns a malloc'd string or
+ * NULL on out of memory. */
+char *ctl_escape_ref (const char *ref);
+/* argv[0] is "snapshot". */
+int ctl_cmd_snapshot (const struct ctl_globals *g, int argc, char **argv);
 
 #endif

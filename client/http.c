@@ -77,6 +77,23 @@ ctl_escape (const char *s)
   return out;
 }
 
+bool
+ctl_query_add (char **q, const char *key, const char *value)
+{
+  char *esc = ctl_escape (value);
+  size_t old = *q ? strlen (*q) : 0;
+  char *p = esc ? realloc (*q, old + strlen (key) + strlen (esc) + 3) : NULL;
+
+  if (p == NULL) {
+    free (esc);
+    return false;
+  }
+  sprintf (p + old, "%c%s=%s", old ? '&' : '?', key, esc);
+  *q = p;
+  free (esc);
+  return true;
+}
+
 /* Parse all of DATA[0..len) as one JSON value.  Returns it (caller owns)
  * or NULL when it is not JSON or has something after the value. */
 static struct json_object *

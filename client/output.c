@@ -93,6 +93,35 @@ ctl_print_volume (struct json_object *vol)
   print_kv ("allocated", size_field (vol, "allocated", true, buf, sizeof buf));
   for (int i = 0; plain_after[i]; i++)
     print_kv (plain_after[i], field (vol, plain_after[i], buf, sizeof buf));
+
+  /* Printed only when blockd sends them (source_snapshot: when not null),
+   * so that the lines a script reads from an older blockd stay the same. */
+  struct json_object *v;
+  if (json_object_object_get_ex (vol, "source_snapshot", &v) && v != NULL)
+    print_kv ("source_snapshot", field (vol, "source_snapshot", buf,
+                                        sizeof buf));
+  if (json_object_object_get_ex (vol, "snapshots", &v))
+    print_kv ("snapshots", field (vol, "snapshots", buf, sizeof buf));
+}
+
+void
+ctl_print_snapshot (struct json_object *snap)
+{
+  static const char *const plain_before[] = {
+    "id", "name", "volume", "volume_id", NULL
+  };
+  static const char *const sizes[] = {
+    "size", "referenced", "exclusive", NULL
+  };
+  static const char *const plain_after[] = { "created", "nbd_uri", NULL };
+  char buf[1024];
+
+  for (int i = 0; plain_before[i]; i++)
+    print_kv (plain_before[i], field (snap, plain_before[i], buf, sizeof buf));
+  for (int i = 0; sizes[i]; i++)
+    print_kv (sizes[i], size_field (snap, sizes[i], true, buf, sizeof buf));
+  for (int i = 0; plain_after[i]; i++)
+    print_kv (plain_after[i], field (snap, plain_after[i], buf, sizeof buf));
 }
 
 void
@@ -109,52 +138,66 @@ ctl_print_pool (struct json_object *pool)
   print_kv ("data_dir", field (pool, "data_dir", buf, sizeof buf));
 }
 
-enum { COL_NAME, COL_ID, COL_SIZE, COL_ALLOC, COL_TYPE, COL_STATUS,
-       COL_CREATED, NCOLS };
-
-static const char *const col_header[NCOLS] = {
-  "NAME", "ID", "SIZE", "ALLOCATED", "TYPE", "STATUS", "CREATED"
+/* One column of a table: its header, and how a cell comes from the
+ * object of a row. */
+enum cell_kind {
+  CELL_PLAIN,                 /* member KEY as text */
+  CELL_SIZE,                  /* member KEY, a size, as "10G" */
+  CELL_SNAPSHOT_REF,          /* "VOLUME@NAME" from members volume and name */
+};
+struct column {
+  const char *header;
+  const char *key;
+  enum cell_kind kind;
 };
 
-/* Fill the NCOLS cells of one row from VOL (malloc'd strings). */
-static void
-row_cells (struct json_object *vol, char **cells)
+/* A cell of OBJ for COL as a malloc'd string (NULL: out of memory). */
+static char *
+cell (struct json_object *obj, const struct column *col)
 {
-  static const char *const key[NCOLS] = {
-    "name", "id", "size", "allocated", "type", "status", "created"
-  };
-  char buf[1024];
+  char buf[1024], buf2[1024], ref[2048];
 
-  for (int c = 0; c < NCOLS; c++) {
-    const char *s;
-    if (c == COL_SIZE || c == COL_ALLOC)
-      s = size_field (vol, key[c], false, buf, sizeof buf);
-    else
-      s = field (vol, key[c], buf, sizeof buf);
-    cells[c] = strdup (s);
+  switch (col->kind) {
+  case CELL_SIZE:
+    return strdup (size_field (obj, col->key, false, buf, sizeof buf));
+  case CELL_SNAPSHOT_REF:
+    snprintf (ref, sizeof ref, "%s@%s",
+              field (obj, "volume", buf, sizeof buf),
+              field (obj, "name", buf2, sizeof buf2));
+    return strdup (ref);
+  case CELL_PLAIN:
+  default:
+    return strdup (field (obj, col->key, buf, sizeof buf));
   }
 }
 
-int
-ctl_print_volume_table (struct json_object *vols)
+/* Print the objects of array ITEMS as a table of the NCOLS columns COLS:
+ * a header line, then one line per object, each column as wide as its
+ * widest cell and two blanks apart, no trailing blanks.  Returns the exit
+ * code (CTL_EXIT_SERVER only when out of memory). */
+static int
+print_table (struct json_object *items, const struct column *cols, int ncols)
 {
-  size_t n = json_object_array_length (vols);
-  char **cells = calloc ((n + 1) * NCOLS, sizeof *cells);
-  size_t width[NCOLS];
+  size_t n = json_object_array_length (items);
+  char **cells = calloc ((n + 1) * (size_t) ncols, sizeof *cells);
+  size_t *width = calloc ((size_t) ncols, sizeof *width);
 
-  if (cells == NULL) {
+  if (cells == NULL || width == NULL) {
+    free (cells);
+    free (width);
     ctl_error ("out of memory");
     return CTL_EXIT_SERVER;
   }
-  for (int c = 0; c < NCOLS; c++)
-    cells[c] = strdup (col_header[c]);
+  for (int c = 0; c < ncols; c++)
+    cells[c] = strdup (cols[c].header);
   for (size_t r = 0; r < n; r++)
-    row_cells (json_object_array_get_idx (vols, r), cells + (r + 1) * NCOLS);
+    for (int c = 0; c < ncols; c++)
+      cells[(r + 1) * ncols + c] =
+        cell (json_object_array_get_idx (items, r), &cols[c]);
 
-  for (int c = 0; c < NCOLS; c++) {
-    width[c] = 0;
+  for (int c = 0; c < ncols; c++) {
     for (size_t r = 0; r <= n; r++) {
-      const char *s = cells[r * NCOLS + c];
+      const char *s = cells[r * ncols + c];
       size_t w = s ? strlen (s) : 1;
       if (w > width[c])
         width[c] = w;
@@ -162,17 +205,42 @@ ctl_print_volume_table (struct json_object *vols)
   }
 
   for (size_t r = 0; r <= n; r++) {
-    for (int c = 0; c < NCOLS; c++) {
-      const char *s = cells[r * NCOLS + c] ? cells[r * NCOLS + c] : "?";
-      if (c == NCOLS - 1)
+    for (int c = 0; c < ncols; c++) {
+      const char *s = cells[r * ncols + c] ? cells[r * ncols + c] : "?";
+      if (c == ncols - 1)
         printf ("%s\n", s);                /* no trailing blanks */
       else
         printf ("%-*s  ", (int) width[c], s);
     }
   }
 
-  for (size_t i = 0; i < (n + 1) * NCOLS; i++)
+  for (size_t i = 0; i < (n + 1) * (size_t) ncols; i++)
     free (cells[i]);
   free (cells);
+  free (width);
   return CTL_EXIT_OK;
+}
+
+int
+ctl_print_volume_table (struct json_object *vols)
+{
+  static const struct column cols[] = {
+    { "NAME", "name", CELL_PLAIN }, { "ID", "id", CELL_PLAIN },
+    { "SIZE", "size", CELL_SIZE }, { "ALLOCATED", "allocated", CELL_SIZE },
+    { "TYPE", "type", CELL_PLAIN }, { "STATUS", "status", CELL_PLAIN },
+    { "CREATED", "created", CELL_PLAIN },
+  };
+  return print_table (vols, cols, (int) (sizeof cols / sizeof cols[0]));
+}
+
+int
+ctl_print_snapshot_table (struct json_object *snaps)
+{
+  static const struct column cols[] = {
+    { "NAME", NULL, CELL_SNAPSHOT_REF }, { "ID", "id", CELL_PLAIN },
+    { "SIZE", "size", CELL_SIZE }, { "REFERENCED", "referenced", CELL_SIZE },
+    { "EXCLUSIVE", "exclusive", CELL_SIZE },
+    { "CREATED", "created", CELL_PLAIN },
+  };
+  return print_table (snaps, cols, (int) (sizeof cols / sizeof cols[0]));
 }

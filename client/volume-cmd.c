@@ -1,6 +1,7 @@
 /* client/volume-cmd.c — "blockctl volume ..." and "blockctl pool ...":
- * check the arguments locally (a bad NAME or SIZE is a usage error, exit
- * 2, before any request), send one request, print the answer. */
+ * check the arguments locally (a bad NAME, SIZE or snapshot is a usage
+ * error, exit 2, before any request), send one request, print the answer.
+ * The checks and request helpers here are shared with snapshot-cmd.c. */
 #include "client/blockctl.h"
 
 #include <errno.h>
@@ -12,12 +13,13 @@
 
 #define USAGE_CREATE "blockctl volume create NAME --size SIZE [--type TYPE]"
 #define USAGE_RESIZE "blockctl volume resize NAME --size SIZE"
-#define VOLUME_SUBCOMMANDS "create, list, show, resize or delete"
+#define USAGE_ROLLBACK "blockctl volume rollback NAME --to SNAPSHOT"
+#define VOLUME_SUBCOMMANDS "create, list, show, resize, rollback or delete"
 
 /* Names: 1-63 of [A-Za-z0-9._-], not starting with '.' or '-'.  Volume
  * ids (UUIDs) pass this too, so it also guards "show/resize/delete ID". */
-static bool
-valid_name (const char *s)
+bool
+ctl_valid_name (const char *s)
 {
   size_t n = strlen (s);
   if (n == 0 || n > 63 || s[0] == '.' || s[0] == '-')
@@ -30,14 +32,14 @@ valid_name (const char *s)
   return true;
 }
 
-static int
-check_name (const char *name)
+int
+ctl_check_name (const char *what, const char *name)
 {
-  if (valid_name (name))
+  if (ctl_valid_name (name))
     return 0;
-  return ctl_usage_error ("volume name \"%s\" is invalid (use 1-63 "
+  return ctl_usage_error ("%s name \"%s\" is invalid (use 1-63 "
                           "characters from A-Z a-z 0-9 . _ -, not starting "
-                          "with '.' or '-')", name);
+                          "with '.' or '-')", what, name);
 }
 
 /* Check SIZE for volume NAME as the server will; the upper limit is left
@@ -95,12 +97,10 @@ print_object (const struct ctl_globals *g, struct json_object *j,
   return CTL_EXIT_OK;
 }
 
-/* Send METHOD PATH with BODY (may be NULL; consumed) and print the VOLUME
- * or pool object that comes back with PRINT. */
-static int
-request_and_print (const struct ctl_globals *g, const char *method,
-                   const char *path, struct json_object *body,
-                   void (*print) (struct json_object *))
+int
+ctl_request_and_print (const struct ctl_globals *g, const char *method,
+                       const char *path, struct json_object *body,
+                       void (*print) (struct json_object *))
 {
   struct json_object *j;
   int r = ctl_http (g, method, path, body, &j);
@@ -112,12 +112,15 @@ request_and_print (const struct ctl_globals *g, const char *method,
   return r;
 }
 
+/* "volume create NAME --size SIZE", or a clone of a snapshot with
+ * "--from-snapshot VOL@SNAP", whose size defaults to the snapshot's. */
 static int
 cmd_create (const struct ctl_globals *g, int argc, char **argv)
 {
-  const char *size = NULL, *type = NULL, *pos[1];
+  const char *size = NULL, *type = NULL, *from = NULL, *pos[1];
   const struct ctl_opt opts[] = {
-    { "--size", &size, NULL }, { "--type", &type, NULL }, { NULL, NULL, NULL }
+    { "--size", &size, NULL }, { "--type", &type, NULL },
+    { "--from-snapshot", &from, NULL }, { NULL, NULL, NULL }
   };
   int npos, r;
 
@@ -126,36 +129,24 @@ cmd_create (const struct ctl_globals *g, int argc, char **argv)
   if (npos == 0)
     return ctl_usage_error ("volume create: missing NAME (usage: "
                             USAGE_CREATE ")");
-  if (size == NULL)
+  if (size == NULL && from == NULL)
     return ctl_usage_error ("volume create: missing --size (usage: "
                             USAGE_CREATE ")");
-  if ((r = check_name (pos[0])) || (r = check_size (pos[0], size)))
+  if ((r = ctl_check_name ("volume", pos[0]))
+      || (size != NULL && (r = check_size (pos[0], size)))
+      || (from != NULL && (r = ctl_check_snapshot_ref (from))))
     return r;
 
   struct json_object *body = json_object_new_object ();
   json_object_object_add (body, "name", json_object_new_string (pos[0]));
-  json_object_object_add (body, "size", json_object_new_string (size));
+  if (from != NULL)
+    json_object_object_add (body, "from_snapshot",
+                            json_object_new_string (from));
+  if (size != NULL)
+    json_object_object_add (body, "size", json_object_new_string (size));
   if (type != NULL)
     json_object_object_add (body, "type", json_object_new_string (type));
-  return request_and_print (g, "POST", "/v1/volumes", body, ctl_print_volume);
-}
-
-/* Append "&KEY=VALUE" (VALUE escaped) to the query in Q, or '?' first. */
-static bool
-query_add (char **q, const char *key, const char *value)
-{
-  char *esc = ctl_escape (value);
-  size_t old = *q ? strlen (*q) : 0;
-  char *p = esc ? realloc (*q, old + strlen (key) + strlen (esc) + 3) : NULL;
-
-  if (p == NULL) {
-    free (esc);
-    return false;
-  }
-  sprintf (p + old, "%c%s=%s", old ? '&' : '?', key, esc);
-  *q = p;
-  free (esc);
-  return true;
+  return ctl_request_and_print (g, "POST", "/v1/volumes", body, ctl_print_volume);
 }
 
 static int
@@ -181,10 +172,10 @@ cmd_list (const struct ctl_globals *g, int argc, char **argv)
                             "or \"created\", not \"%s\"", sort);
 
   char *q = NULL, *path = NULL;
-  if ((prefix && !query_add (&q, "prefix", prefix))
-      || (status && !query_add (&q, "status", status))
-      || (sort && !query_add (&q, "sort", sort))
-      || (reverse && !query_add (&q, "order", "desc"))
+  if ((prefix && !ctl_query_add (&q, "prefix", prefix))
+      || (status && !ctl_query_add (&q, "status", status))
+      || (sort && !ctl_query_add (&q, "sort", sort))
+      || (reverse && !ctl_query_add (&q, "order", "desc"))
       || (path = malloc (strlen ("/v1/volumes") + (q ? strlen (q) : 0) + 1))
          == NULL) {
     free (q);
@@ -226,13 +217,13 @@ cmd_show (const struct ctl_globals *g, int argc, char **argv)
   if (npos == 0)
     return ctl_usage_error ("volume show: missing NAME (usage: blockctl "
                             "volume show NAME)");
-  if ((r = check_name (pos[0])))
+  if ((r = ctl_check_name ("volume", pos[0])))
     return r;
 
   char *path = volume_path (pos[0], "");
   if (path == NULL)
     return CTL_EXIT_SERVER;
-  r = request_and_print (g, "GET", path, NULL, ctl_print_volume);
+  r = ctl_request_and_print (g, "GET", path, NULL, ctl_print_volume);
   free (path);
   return r;
 }
@@ -254,7 +245,8 @@ cmd_resize (const struct ctl_globals *g, int argc, char **argv)
   if (size == NULL)
     return ctl_usage_error ("volume resize: missing --size (usage: "
                             USAGE_RESIZE ")");
-  if ((r = check_name (pos[0])) || (r = check_size (pos[0], size)))
+  if ((r = ctl_check_name ("volume", pos[0]))
+      || (r = check_size (pos[0], size)))
     return r;
 
   char *path = volume_path (pos[0], "");
@@ -262,7 +254,7 @@ cmd_resize (const struct ctl_globals *g, int argc, char **argv)
     return CTL_EXIT_SERVER;
   struct json_object *body = json_object_new_object ();
   json_object_object_add (body, "size", json_object_new_string (size));
-  r = request_and_print (g, "PATCH", path, body, ctl_print_volume);
+  r = ctl_request_and_print (g, "PATCH", path, body, ctl_print_volume);
   free (path);
   return r;
 }
@@ -282,7 +274,7 @@ cmd_delete (const struct ctl_globals *g, int argc, char **argv)
   if (npos == 0)
     return ctl_usage_error ("volume delete: missing NAME (usage: blockctl "
                             "volume delete NAME [--force])");
-  if ((r = check_name (pos[0])))
+  if ((r = ctl_check_name ("volume", pos[0])))
     return r;
 
   char *path = volume_path (pos[0], force ? "?force=true" : "");
@@ -295,15 +287,57 @@ cmd_delete (const struct ctl_globals *g, int argc, char **argv)
   if (r != CTL_EXIT_OK)
     return r;
 
+  ctl_print_deleted (g, "volume", pos[0]);
+  return CTL_EXIT_OK;
+}
+
+void
+ctl_print_deleted (const struct ctl_globals *g, const char *kind,
+                   const char *what)
+{
   if (g->json) {
     struct json_object *out = json_object_new_object ();
-    json_object_object_add (out, "deleted", json_object_new_string (pos[0]));
+    json_object_object_add (out, "deleted", json_object_new_string (what));
     ctl_print_json (out);
     json_object_put (out);
   }
   else
-    printf ("deleted volume \"%s\"\n", pos[0]);
-  return CTL_EXIT_OK;
+    printf ("deleted %s \"%s\"\n", kind, what);
+}
+
+/* "volume rollback NAME --to SNAP": SNAP is a snapshot name of NAME or a
+ * full "VOL@SNAP"; the server resolves it (and refuses while in use). */
+static int
+cmd_rollback (const struct ctl_globals *g, int argc, char **argv)
+{
+  const char *to = NULL, *pos[1];
+  const struct ctl_opt opts[] = {
+    { "--to", &to, NULL }, { NULL, NULL, NULL }
+  };
+  int npos, r;
+
+  if ((r = ctl_parse_opts ("volume rollback", argc, argv, opts, pos, 1,
+                           &npos)))
+    return r;
+  if (npos == 0)
+    return ctl_usage_error ("volume rollback: missing NAME (usage: "
+                            USAGE_ROLLBACK ")");
+  if (to == NULL)
+    return ctl_usage_error ("volume rollback: missing --to (usage: "
+                            USAGE_ROLLBACK ")");
+  if ((r = ctl_check_name ("volume", pos[0]))
+      || (r = strchr (to, '@') ? ctl_check_snapshot_ref (to)
+                               : ctl_check_name ("snapshot", to)))
+    return r;
+
+  char *path = volume_path (pos[0], "/rollback");
+  if (path == NULL)
+    return CTL_EXIT_SERVER;
+  struct json_object *body = json_object_new_object ();
+  json_object_object_add (body, "snapshot", json_object_new_string (to));
+  r = ctl_request_and_print (g, "POST", path, body, ctl_print_volume);
+  free (path);
+  return r;
 }
 
 int
@@ -314,7 +348,8 @@ ctl_cmd_volume (const struct ctl_globals *g, int argc, char **argv)
     int (*fn) (const struct ctl_globals *, int, char **);
   } subs[] = {
     { "create", cmd_create }, { "list", cmd_list },
-    { "show", cmd_show }, { "resize", cmd_resize }, { "delete", cmd_delete },
+    { "show", cmd_show }, { "resize", cmd_resize },
+    { "rollback", cmd_rollback }, { "delete", cmd_delete },
     { NULL, NULL }
   };
 
@@ -352,5 +387,5 @@ ctl_cmd_pool (const struct ctl_globals *g, int argc, char **argv)
   if ((r = ctl_parse_opts ("pool show", argc - 2, argv + 2, opts, pos, 0,
                            &npos)))
     return r;
-  return request_and_print (g, "GET", "/v1/pool", NULL, ctl_print_pool);
+  return ctl_request_and_print (g, "GET", "/v1/pool", NULL, ctl_print_pool);
 }

@@ -9,10 +9,59 @@
 
 #include "volume/volume.h"
 
-/* Chunk map: a two-level table of physical chunk numbers + 1 (0 = hole),
- * LEAF_ENTRIES per leaf; leaves are allocated on first write. */
+/* Chunk map: a two-level table, LEAF_ENTRIES per leaf; leaves are
+ * allocated on first write.  A live map entry (ment) holds the pool chunk
+ * + 1 in its low 32 bits (0: hole) and the generation of the lineage entry
+ * it comes from in bits 32..62 (ME_INHERITED: seen through the base of a
+ * clone).  ME_BUSY marks a chunk being copied (copy-on-write). */
 #define LEAF_SHIFT   12
 #define LEAF_ENTRIES (1u << LEAF_SHIFT)
+typedef uint64_t ment_t;
+#define ME_PHYS1(e)      ((uint32_t) (e))
+#define ME_GEN(e)        ((uint32_t) ((e) >> 32) & 0x7fffffffu)
+#define ME_BUSY          (1ULL << 63)
+#define ME_INHERITED     0u
+#define ME_MAKE(p1, gen) ((uint64_t) (gen) << 32 | (uint32_t) (p1))
+#define TOMB             UINT32_MAX   /* lineage entry: the chunk became a hole */
+
+/* A lineage is the history of one chain of writes: for each chunk, the
+ * pool chunks it held from which generation on (struct hist, sorted by
+ * generation).  The live volume writes at cur_gen; a snapshot is a view
+ * (lineage, generation) and taking one only bumps cur_gen; a clone or a
+ * rolled-back volume is a new lineage whose base is such a view, read
+ * through where it has no entry of its own.  Every entry owns its pool
+ * chunk: no chunk is shared between entries, so no reference counts. */
+struct hent { uint32_t gen, phys; };
+struct hist { uint32_t n, cap; struct hent e[]; };
+
+struct lineage {
+  uuid_t uuid;
+  char id[VOL_ID_LEN + 1];
+  struct lineage *base;             /* read-through parent, or NULL */
+  uint32_t base_gen;
+  uint32_t cur_gen;                 /* the live view writes at this generation */
+  struct volume *live;              /* the volume whose live view this is */
+  struct hist ***leaves;            /* per chunk history */
+  uint64_t nleaves;
+  uint32_t *vgens;                  /* sorted generations of the other views: */
+  size_t nv, capv;                  /* snapshots, and bases of child lineages */
+  unsigned nchildren;
+  struct lineage *next;             /* store list */
+};
+
+struct snapshot {
+  uuid_t uuid;
+  char id[VOL_ID_LEN + 1];
+  char name[VOL_NAME_MAX + 1];
+  char vol_name[VOL_NAME_MAX + 1];  /* the source volume at snapshot time */
+  char vol_id[VOL_ID_LEN + 1];
+  struct lineage *lin;
+  uint32_t gen;
+  uint64_t size;
+  int64_t created;
+  struct volume *view;              /* read-only volume while exported */
+  struct snapshot *next;
+};
 
 /* Per physical chunk: in-flight I/O count, and FREE_PENDING once the chunk
  * was unmapped while I/O to it was in flight.  The last I/O to finish gives
@@ -31,9 +80,11 @@ struct vol_store {
   rocksdb_writeoptions_t *wopts;
   rocksdb_readoptions_t *ropts;
 
-  pthread_mutex_t lock;             /* the volume registry below */
+  pthread_mutex_t lock;             /* the registry: volumes, lineages, snapshots */
   struct volume **vols;
   size_t nvols, capvols;
+  struct lineage *lineages;
+  struct snapshot *snaps;
 
   pthread_mutex_t alloc_lock;       /* the allocator */
   uint64_t *bitmap;                 /* 1 = in use, being freed, or in limbo */
@@ -62,23 +113,42 @@ struct volume {
   char type[VOL_TYPE_MAX + 1];
   int64_t created;
 
-  pthread_mutex_t lock;             /* everything below */
+  struct lineage *lin;              /* NULL for a snapshot view */
+  struct snapshot *snap;            /* a read-only snapshot view, or NULL */
+  char source[2 * VOL_NAME_MAX + 2];/* VOL@SNAP a clone was made from, or "" */
+
+  pthread_mutex_t lock;             /* everything below, and lin's history */
   uint64_t size;
-  uint32_t **leaves;                /* chunk map */
+  ment_t **leaves;                  /* chunk map of the live view */
   uint64_t nleaves;
-  uint64_t nmapped;
+  uint64_t nmapped;                 /* own (not inherited) chunks mapped */
   bool deleted;
   struct vol_session *sessions;
   unsigned nsessions;
-  struct vol_io *rmw_active;        /* unaligned writes in flight */
-  struct vol_io *rmw_waiting;       /* ...and those waiting for them */
+  struct vol_io *excl_active;       /* writes that need a range to themselves */
+  struct vol_io *excl_waiting;      /* (unaligned, copy-on-write) and waiters */
+  _Atomic int writes_inflight;      /* for a snapshot's quiesce */
+  atomic_bool quiescing;
+  pthread_cond_t quiesce_cond;
+  struct vol_io *quiesce_waiting;
 };
 
 /* store.c */
-uint32_t map_get (struct volume *v, uint64_t chunk);
-int map_set (struct volume *v, uint64_t chunk, uint32_t phys_plus1);
-int meta_put_map (struct volume *v, uint64_t chunk, uint32_t phys_plus1);
-int meta_put_volume (struct volume *v);
+ment_t map_get (struct volume *v, uint64_t chunk);
+int map_set (struct volume *v, uint64_t chunk, ment_t e);
+int map_grow (struct volume *v, uint64_t size);
+void map_free (struct volume *v);
+/* Record lineage entry (chunk, gen) -> phys (TOMB: a hole; NO_ENTRY:
+ * delete it), in wb if given, else at once. */
+#define NO_ENTRY (UINT32_MAX - 1)
+int meta_put_entry (struct vol_store *st, rocksdb_writebatch_t *wb, struct lineage *l,
+                    uint64_t chunk, uint32_t gen, uint32_t phys);
+int meta_put_volume (struct volume *v, rocksdb_writebatch_t *wb);
+int meta_write (struct vol_store *st, rocksdb_writebatch_t *wb, char *err, size_t errlen);
+struct volume *volume_new (struct vol_store *st);
+struct volume *find_volume_unlocked (struct vol_store *st, const char *name_or_id);
+int registry_add (struct vol_store *st, struct volume *v);
+void fill_info (struct volume *v, struct vol_info *vi);
 int alloc_chunk (struct vol_store *st, uint32_t *phys);
 void alloc_free (struct vol_store *st, uint32_t phys);
 void alloc_promote (struct vol_store *st, uint64_t synced);
@@ -90,6 +160,44 @@ void volume_put (struct volume *v);
 void set_err (char *err, size_t errlen, const char *fmt, ...)
   __attribute__ ((format (printf, 3, 4)));
 
+/* snapshot.c */
+struct volume *snapshot_view_unlocked (struct vol_store *st, const char *name);
+struct snapshot *find_snapshot_unlocked (struct vol_store *st, const char *ref);
+const char *vol_type_invalid (const char *type);
+
+/* lineage.c */
+struct lineage *lin_new (struct vol_store *st, struct lineage *base, uint32_t base_gen);
+void lin_link (struct vol_store *st, struct lineage *l);
+int lin_put (struct vol_store *st, rocksdb_writebatch_t *wb, struct lineage *l);
+struct hist *lin_hist (struct lineage *l, uint64_t chunk);
+/* Set the entry of chunk at gen (append, or replace one of the same gen). */
+int lin_hist_set (struct lineage *l, uint64_t chunk, uint32_t gen, uint32_t phys);
+void lin_hist_drop (struct lineage *l, uint64_t chunk, uint32_t gen);
+int lin_view_add (struct lineage *l, uint32_t gen);
+void lin_view_del (struct lineage *l, uint32_t gen);
+uint32_t lin_maxv (struct lineage *l);
+/* What view (l, gen) holds at chunk: pool chunk + 1, or 0 for a hole. */
+uint32_t view_lookup (struct lineage *l, uint32_t gen, uint64_t chunk);
+/* Fill a chunk map with view (l, gen) over nchunks chunks; own entries of
+ * l get their generation, what comes through a base ME_INHERITED (or all
+ * of it, if all_inherited). */
+int view_materialize (struct lineage *l, uint32_t gen, uint64_t nchunks, ment_t ***leaves,
+                      uint64_t *nleaves, bool all_inherited, uint64_t *nown, struct volume *held);
+/* Who holds what: for every pool chunk, how many views (live volumes and
+ * snapshots) see it, and the last one that did. */
+struct holders {
+  uint32_t *count;
+  const void **last;
+  uint64_t shared, leaked;
+};
+int holders_compute (struct vol_store *st, struct holders *h);
+void holders_free (struct holders *h);
+/* Remove every entry no view can see any more, and every lineage left with
+ * neither views nor entries, in one batch with what wb already holds (wb may
+ * be NULL); frees their pool chunks once it is written.  Caller holds
+ * st->lock and has already changed the in-memory state. */
+int store_gc (struct vol_store *st, rocksdb_writebatch_t *wb, char *err, size_t errlen);
+
 /* sync.c */
 int sync_start (struct vol_store *st);
 void sync_stop (struct vol_store *st);
@@ -98,7 +206,8 @@ int sync_now (struct vol_store *st);
 
 /* Every SQE the store submits carries a pointer to a struct whose first
  * member is one of these kinds. */
-enum sub_kind { SUB_READ, SUB_WRITE, SUB_RMW_READ, SUB_FALLOC, SUB_FREE, SUB_RELEASE };
+enum sub_kind { SUB_READ, SUB_WRITE, SUB_RMW_READ, SUB_FALLOC, SUB_FREE, SUB_COW_READ,
+                SUB_COW_WRITE, SUB_RELEASE };
 struct release_op {
   int kind;                         /* SUB_RELEASE */
   uint32_t phys;

@@ -10,6 +10,13 @@
  * a bounce buffer covering the aligned range: reads copy out of it; writes
  * read the partial edge blocks first (read-modify-write), and an unaligned
  * write waits while another one overlapping the same blocks is in flight.
+ *
+ * A write, or a partial trim or zero, that touches a chunk a snapshot or a
+ * clone's source still sees first copies the chunk (copy-on-write): the
+ * copy goes to a new pool chunk, is recorded as the volume's own entry at
+ * the current generation, and the request then runs again, now in place.
+ * While a chunk is being copied (ME_BUSY), other writes to it wait.
+ * Writes are counted in flight so that a snapshot can wait them out.
  */
 #include "volume/internal.h"
 
@@ -22,7 +29,7 @@
 
 #define NO_CHUNK UINT32_MAX
 
-enum phase { PH_START, PH_RMW_READ, PH_MAIN, PH_SYNC, PH_PARKED };
+enum phase { PH_START, PH_RMW_READ, PH_MAIN, PH_SYNC, PH_PARKED, PH_COW };
 
 struct vol_sub {
   int kind;                 /* enum sub_kind: first member, see internal.h */
@@ -32,7 +39,10 @@ struct vol_sub {
   uint64_t foff;            /* offset in the pool file */
   uint64_t bpos;            /* offset in the data buffer */
   int fmode;                /* SUB_FALLOC, SUB_FREE: fallocate mode */
-  uint32_t freed;           /* SUB_FREE: chunk to give back once punched */
+  uint32_t freed;           /* SUB_FREE: chunk to give back once punched;
+                               SUB_COW_*: the new chunk being filled */
+  uint64_t chunk;           /* SUB_COW_*: which chunk of the volume */
+  void *cowbuf;             /* SUB_COW_*: the chunk's data on its way */
 };
 
 static inline uint64_t align_down (uint64_t x, uint64_t a) { return x & ~(a - 1); }
@@ -111,28 +121,38 @@ sub_submit (struct vol_io *io, struct vol_sub *s, void *base)
   return 0;
 }
 
-/* Map chunk for writing: allocate it on first write.  Caller holds v->lock.
- * Returns phys + 1, or -errno. */
+/* Is a chunk map entry seen by something other than the live view (a
+ * snapshot, or the source of a clone)?  Caller holds v->lock. */
+static bool
+frozen (struct volume *v, ment_t e)
+{
+  return ME_PHYS1 (e) && (ME_GEN (e) == ME_INHERITED || ME_GEN (e) <= lin_maxv (v->lin));
+}
+
+/* Map chunk for writing: allocate it on first write.  The entry must not be
+ * frozen.  Caller holds v->lock.  Returns phys + 1, or -errno. */
 static int64_t
-map_for_write (struct volume *v, uint64_t chunk, bool *fresh)
+map_for_write (struct volume *v, uint64_t chunk)
 {
   struct vol_store *st = v->st;
-  uint32_t p = map_get (v, chunk);
-  *fresh = false;
-  if (p)
-    return p;
+  ment_t e = map_get (v, chunk);
+  if (ME_PHYS1 (e))
+    return ME_PHYS1 (e);
   if (v->deleted)
     return -ESHUTDOWN;
   uint32_t phys;
   int r = alloc_chunk (st, &phys);
   if (r < 0)
     return r;
-  if ((r = map_set (v, chunk, phys + 1)) < 0 || (r = meta_put_map (v, chunk, phys + 1)) < 0) {
+  struct lineage *l = v->lin;
+  if ((r = meta_put_entry (st, NULL, l, chunk, l->cur_gen, phys)) < 0
+      || (r = lin_hist_set (l, chunk, l->cur_gen, phys)) < 0
+      || (r = map_set (v, chunk, ME_MAKE (phys + 1, l->cur_gen))) < 0) {
+    lin_hist_drop (l, chunk, l->cur_gen);
     map_set (v, chunk, 0);
     chunk_release (st, phys, NULL);
     return r;
   }
-  *fresh = true;
   return phys + 1;
 }
 
@@ -164,11 +184,15 @@ do_read (struct vol_io *io)
     return -ENOMEM;
 
   pthread_mutex_lock (&v->lock);
+  if (v->deleted) {                 /* its chunks may be another volume's now */
+    pthread_mutex_unlock (&v->lock);
+    return -ESHUTDOWN;
+  }
   for (uint64_t pos = lo; pos < hi;) {
     uint64_t chunk = pos >> st->chunk_shift;
     uint64_t cend = (chunk + 1) << st->chunk_shift;
     uint32_t len = (uint32_t) ((cend < hi ? cend : hi) - pos);
-    uint32_t p = map_get (v, chunk);
+    uint32_t p = ME_PHYS1 (map_get (v, chunk));
     if (p == 0)
       memset ((char *) target + (pos - lo), 0, len);
     else {
@@ -189,9 +213,9 @@ do_read (struct vol_io *io)
   return 0;
 }
 
-/* ---- write ----------------------------------------------------------------- */
+/* ---- waiting ----------------------------------------------------------------- */
 static bool
-rmw_overlaps (struct vol_io *list, uint64_t lo, uint64_t hi)
+excl_overlaps (struct vol_io *list, uint64_t lo, uint64_t hi)
 {
   for (; list; list = list->next)
     if (list->rmw_lo < hi && lo < list->rmw_hi)
@@ -200,26 +224,203 @@ rmw_overlaps (struct vol_io *list, uint64_t lo, uint64_t hi)
 }
 
 static void
-rmw_leave (struct vol_io *io)
+post_all (struct vol_io *w)
 {
-  struct volume *v = io->vol;
-  pthread_mutex_lock (&v->lock);
-  for (struct vol_io **pp = &v->rmw_active; *pp; pp = &(*pp)->next)
-    if (*pp == io) {
-      *pp = io->next;
-      break;
-    }
-  struct vol_io *w = v->rmw_waiting;
-  v->rmw_waiting = NULL;
-  pthread_mutex_unlock (&v->lock);
-  io->next = NULL;
-  io->rmw_hi = 0;
   while (w) {                       /* they retry on their own threads */
     struct vol_io *n = w->next;
     w->next = NULL;
     w->ctx->post (w->ctx, w);
     w = n;
   }
+}
+
+/* Caller holds v->lock: io waits on list and runs again when woken. */
+static int
+park (struct vol_io *io, struct vol_io **list)
+{
+  io->phase = PH_PARKED;
+  io->next = *list;
+  *list = io;
+  return 0;
+}
+
+static void
+excl_leave (struct vol_io *io)
+{
+  struct volume *v = io->vol;
+  pthread_mutex_lock (&v->lock);
+  for (struct vol_io **pp = &v->excl_active; *pp; pp = &(*pp)->next)
+    if (*pp == io) {
+      *pp = io->next;
+      break;
+    }
+  struct vol_io *w = v->excl_waiting;
+  v->excl_waiting = NULL;
+  pthread_mutex_unlock (&v->lock);
+  io->next = NULL;
+  io->rmw_hi = 0;
+  post_all (w);
+}
+
+/* A write of v is done (or parked): a snapshot waiting for it may go on. */
+static void
+write_done (struct volume *v)
+{
+  if (atomic_fetch_sub (&v->writes_inflight, 1) == 1 && atomic_load (&v->quiescing)) {
+    pthread_mutex_lock (&v->lock);
+    pthread_cond_broadcast (&v->quiesce_cond);
+    pthread_mutex_unlock (&v->lock);
+  }
+}
+
+/* ---- copy-on-write ----------------------------------------------------------- */
+
+/* Copy the chunks of io's range that are frozen (cow[] lists them) to new
+ * pool chunks.  Caller holds v->lock; releases it.  Returns 0 (the io
+ * runs again when the copies are recorded) or -errno. */
+static int
+cow_start (struct vol_io *io, const uint64_t *cow, unsigned ncow)
+{
+  struct volume *v = io->vol;
+  struct vol_store *st = v->st;
+  int r = subs_reserve (io, ncow);
+  for (unsigned i = 0; i < ncow && r == 0; i++) {
+    ment_t e = map_get (v, cow[i]);
+    uint32_t phys;
+    void *buf = NULL;
+    if ((r = alloc_chunk (st, &phys)) < 0)
+      break;
+    if (posix_memalign (&buf, st->dio_align, st->chunk_size) != 0) {
+      chunk_release (st, phys, NULL);
+      r = -ENOMEM;
+      break;
+    }
+    pin (st, ME_PHYS1 (e) - 1);
+    map_set (v, cow[i], e | ME_BUSY);
+    struct vol_sub *s = sub_add (io, SUB_COW_READ, ME_PHYS1 (e) - 1,
+                                 (uint64_t) (ME_PHYS1 (e) - 1) << st->chunk_shift, st->chunk_size, 0);
+    s->freed = phys;
+    s->chunk = cow[i];
+    s->cowbuf = buf;
+  }
+  if (r < 0) {                      /* undo what was set up */
+    for (unsigned i = 0; i < io->nsubs; i++) {
+      struct vol_sub *s = &io->subs[i];
+      map_set (v, s->chunk, map_get (v, s->chunk) & ~ME_BUSY);
+      chunk_release (st, s->freed, NULL);
+      free (s->cowbuf);
+    }
+    struct vol_io *w = v->excl_waiting;
+    v->excl_waiting = NULL;
+    pthread_mutex_unlock (&v->lock);
+    for (unsigned i = 0; i < io->nsubs; i++)
+      unpin (st, io->subs[i].phys, io->ctx);
+    io->nsubs = 0;
+    post_all (w);
+    return r;
+  }
+  atomic_fetch_add (&v->writes_inflight, 1);
+  pthread_mutex_unlock (&v->lock);
+  io->phase = PH_COW;
+  for (unsigned i = 0; i < io->nsubs; i++) {
+    struct vol_sub *s = &io->subs[i];
+    s->bpos = 0;
+    if (sub_submit (io, s, s->cowbuf) < 0)
+      set_result (io, -EBUSY);
+  }
+  return 0;
+}
+
+/* Every copy is written: record them (or undo), then run io again. */
+static void
+cow_done (struct vol_io *io)
+{
+  struct volume *v = io->vol;
+  struct vol_store *st = v->st;
+  pthread_mutex_lock (&v->lock);
+  if (v->deleted)
+    set_result (io, -ESHUTDOWN);
+  rocksdb_writebatch_t *wb = rocksdb_writebatch_create ();
+  if (io->result == 0) {
+    for (unsigned i = 0; i < io->nsubs; i++)
+      meta_put_entry (st, wb, v->lin, io->subs[i].chunk, v->lin->cur_gen, io->subs[i].freed);
+    set_result (io, meta_write (st, wb, NULL, 0));
+  }
+  rocksdb_writebatch_destroy (wb);
+  for (unsigned i = 0; i < io->nsubs; i++) {
+    struct vol_sub *s = &io->subs[i];
+    ment_t e = map_get (v, s->chunk) & ~ME_BUSY;
+    if (io->result == 0 && lin_hist_set (v->lin, s->chunk, v->lin->cur_gen, s->freed) == 0)
+      e = ME_MAKE (s->freed + 1, v->lin->cur_gen);
+    else
+      set_result (io, -ENOMEM);
+    map_set (v, s->chunk, e);
+  }
+  struct vol_io *w = v->excl_waiting;
+  v->excl_waiting = NULL;
+  pthread_mutex_unlock (&v->lock);
+  for (unsigned i = 0; i < io->nsubs; i++) {
+    struct vol_sub *s = &io->subs[i];
+    unpin (st, s->phys, io->ctx);
+    if (io->result < 0 && ME_PHYS1 (map_get (v, s->chunk)) != s->freed + 1)
+      chunk_release (st, s->freed, NULL);      /* never published */
+    free (s->cowbuf);
+  }
+  io->nsubs = 0;
+  write_done (v);
+  post_all (w);
+  if (io->result < 0 || vol_io_submit (io) == 1)
+    io->done (io);
+}
+
+/* ---- write ----------------------------------------------------------------- */
+
+/* Under v->lock: may io (touching chunks c0..c1) go on?  Returns 1 if so;
+ * 0 if it was parked or went to copy-on-write (done later); -errno. */
+static int
+write_gate (struct vol_io *io, uint64_t c0, uint64_t c1, bool whole_ok_zero)
+{
+  struct volume *v = io->vol;
+  struct vol_store *st = v->st;
+  if (v->snap) {
+    pthread_mutex_unlock (&v->lock);
+    return -EPERM;
+  }
+  if (v->deleted) {
+    pthread_mutex_unlock (&v->lock);
+    return -ESHUTDOWN;
+  }
+  if (atomic_load (&v->quiescing)) {
+    park (io, &v->quiesce_waiting);
+    pthread_mutex_unlock (&v->lock);
+    return 0;
+  }
+  uint64_t cow[64];
+  unsigned ncow = 0;
+  for (uint64_t c = c0; c <= c1; c++) {
+    ment_t e = map_get (v, c);
+    if (e & ME_BUSY) {
+      park (io, &v->excl_waiting);
+      pthread_mutex_unlock (&v->lock);
+      return 0;
+    }
+    if (!frozen (v, e))
+      continue;
+    if (whole_ok_zero) {
+      /* trim / zero of a whole chunk needs no copy: only its edges may */
+      uint64_t cs = c << st->chunk_shift, ce = cs + st->chunk_size;
+      bool whole = io->offset <= cs && io->offset + io->length >= ce;
+      if (whole && !(io->flags & VOL_F_NO_HOLE))
+        continue;
+    }
+    if (ncow < 64)
+      cow[ncow++] = c;
+  }
+  if (ncow) {
+    int r = cow_start (io, cow, ncow);     /* releases v->lock */
+    return r < 0 ? r : 0;
+  }
+  return 1;
 }
 
 static int
@@ -238,26 +439,28 @@ do_write (struct vol_io *io)
     return -ENOMEM;
 
   pthread_mutex_lock (&v->lock);
+  int g = write_gate (io, lo >> st->chunk_shift, (hi - 1) >> st->chunk_shift, false);
+  if (g <= 0)
+    return g;
   if (rmw) {
-    if (rmw_overlaps (v->rmw_active, lo, hi)) {
-      io->phase = PH_PARKED;
-      io->next = v->rmw_waiting;
-      v->rmw_waiting = io;
+    if (excl_overlaps (v->excl_active, lo, hi)) {
+      park (io, &v->excl_waiting);
       pthread_mutex_unlock (&v->lock);
       return 0;
     }
     io->rmw_lo = lo;
     io->rmw_hi = hi;
-    io->next = v->rmw_active;
-    v->rmw_active = io;
+    io->next = v->excl_active;
+    v->excl_active = io;
   }
+  atomic_fetch_add (&v->writes_inflight, 1);
+  io->counted = true;
   int r = 0;
   for (uint64_t pos = lo; pos < hi;) {
     uint64_t chunk = pos >> st->chunk_shift;
     uint64_t cend = (chunk + 1) << st->chunk_shift;
     uint32_t len = (uint32_t) ((cend < hi ? cend : hi) - pos);
-    bool fresh;
-    int64_t p = map_for_write (v, chunk, &fresh);
+    int64_t p = map_for_write (v, chunk);
     if (p < 0) {
       r = (int) p;
       break;
@@ -327,6 +530,44 @@ rmw_write (struct vol_io *io)
 }
 
 /* ---- trim and write-zeroes --------------------------------------------------- */
+
+/* Whole chunk hole-punched out of the live view.  Caller holds v->lock.
+ * Returns the pool chunk the volume gave up (phys + 1) or 0, or -errno. */
+static int64_t
+unmap_chunk (struct volume *v, uint64_t chunk, ment_t e)
+{
+  struct vol_store *st = v->st;
+  struct lineage *l = v->lin;
+  uint32_t cur = l->cur_gen;
+  int r;
+  if (frozen (v, e)) {
+    /* someone else sees the data: the live view gets a tombstone */
+    if ((r = meta_put_entry (st, NULL, l, chunk, cur, TOMB)) < 0
+        || (r = lin_hist_set (l, chunk, cur, TOMB)) < 0)
+      return r;
+    map_set (v, chunk, 0);
+    return 0;
+  }
+  /* the volume's own data: the entry goes, and the chunk back to the pool;
+   * a tombstone stays if older data (a snapshot's, a base's) lies beneath */
+  struct hist *h = lin_hist (l, chunk);
+  bool beneath = l->base || (h && h->n > 1);
+  rocksdb_writebatch_t *wb = rocksdb_writebatch_create ();
+  if (ME_GEN (e) != cur || !beneath)
+    meta_put_entry (st, wb, l, chunk, ME_GEN (e), NO_ENTRY);
+  if (beneath)
+    meta_put_entry (st, wb, l, chunk, cur, TOMB);
+  r = meta_write (st, wb, NULL, 0);
+  rocksdb_writebatch_destroy (wb);
+  if (r < 0)
+    return r;
+  lin_hist_drop (l, chunk, ME_GEN (e));
+  if (beneath)
+    lin_hist_set (l, chunk, cur, TOMB);
+  map_set (v, chunk, 0);
+  return ME_PHYS1 (e);
+}
+
 static int
 do_zero (struct vol_io *io)
 {
@@ -337,14 +578,20 @@ do_zero (struct vol_io *io)
   unsigned n = (unsigned) (((end - 1) >> st->chunk_shift) - (io->offset >> st->chunk_shift) + 1);
   if (subs_reserve (io, n) < 0)
     return -ENOMEM;
-  int r = 0;
   pthread_mutex_lock (&v->lock);
+  int g = write_gate (io, io->offset >> st->chunk_shift, (end - 1) >> st->chunk_shift, true);
+  if (g <= 0)
+    return g;
+  atomic_fetch_add (&v->writes_inflight, 1);
+  io->counted = true;
+  int r = 0;
   for (uint64_t pos = io->offset; pos < end && r == 0;) {
     uint64_t chunk = pos >> st->chunk_shift;
     uint64_t cend = (chunk + 1) << st->chunk_shift;
     uint32_t len = (uint32_t) ((cend < end ? cend : end) - pos);
     uint32_t coff = (uint32_t) (pos & (st->chunk_size - 1));
-    uint32_t p = map_get (v, chunk);
+    ment_t e = map_get (v, chunk);
+    uint32_t p = ME_PHYS1 (e);
     pos += len;
     if (!keep && p == 0)
       continue;                     /* a hole already reads as zeros */
@@ -353,23 +600,27 @@ do_zero (struct vol_io *io)
        * pinned (the usual case), this request punches it and frees it
        * before it completes, so the space is usable as soon as the client
        * has the reply; otherwise the last pin does that. */
-      if ((r = meta_put_map (v, chunk, 0)) == 0) {
-        map_set (v, chunk, 0);
-        uint32_t old = atomic_fetch_or (&st->pins[p - 1], PIN_FREE_PENDING);
-        if ((old & ~PIN_FREE_PENDING) == 0) {
-          atomic_store (&st->pins[p - 1], 0);
-          struct vol_sub *s = sub_add (io, SUB_FREE, NO_CHUNK,
-                                       (uint64_t) (p - 1) << st->chunk_shift, st->chunk_size, 0);
-          s->fmode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
-          s->freed = p - 1;
-        }
+      int64_t freed = unmap_chunk (v, chunk, e);
+      if (freed < 0) {
+        r = (int) freed;
+        break;
+      }
+      if (freed == 0)
+        continue;
+      uint32_t fp = (uint32_t) freed - 1;
+      uint32_t old = atomic_fetch_or (&st->pins[fp], PIN_FREE_PENDING);
+      if ((old & ~PIN_FREE_PENDING) == 0) {
+        atomic_store (&st->pins[fp], 0);
+        struct vol_sub *s = sub_add (io, SUB_FREE, NO_CHUNK, (uint64_t) fp << st->chunk_shift,
+                                     st->chunk_size, 0);
+        s->fmode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+        s->freed = fp;
       }
       continue;
     }
     int mode;
     if (p == 0) {
-      bool fresh;
-      int64_t q = map_for_write (v, chunk, &fresh);
+      int64_t q = map_for_write (v, chunk);
       if (q < 0) {
         r = (int) q;
         break;
@@ -414,7 +665,11 @@ finish_io (struct vol_io *io)
     memcpy (io->buf, (char *) io->bounce + (io->offset - lo), io->length);
   }
   if (io->op == VOL_OP_WRITE && io->rmw_hi)
-    rmw_leave (io);
+    excl_leave (io);
+  if (io->counted) {
+    io->counted = false;
+    write_done (io->vol);
+  }
   free (io->bounce);
   io->bounce = NULL;
   if (io->result == -EOPNOTSUPP)
@@ -434,6 +689,16 @@ finish (struct vol_io *io)
   return io->phase == PH_SYNC ? 0 : 1;
 }
 
+static const char *
+kind_name (int kind)
+{
+  switch (kind) {
+  case SUB_FALLOC: return "fallocate";
+  case SUB_WRITE: case SUB_COW_WRITE: return "write";
+  default: return "read";
+  }
+}
+
 void
 vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
 {
@@ -444,8 +709,10 @@ vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
   }
   struct vol_io *io = s->io;
   if (__builtin_expect (atomic_load_explicit (&vol_faults_armed, memory_order_relaxed), 0))
-    cqe->res = fault_apply (io, s->kind == SUB_READ || s->kind == SUB_RMW_READ ? VOL_OP_READ
-                                : s->kind == SUB_WRITE ? VOL_OP_WRITE : io->op, cqe->res);
+    cqe->res = fault_apply (io, s->kind == SUB_READ || s->kind == SUB_RMW_READ
+                                  || s->kind == SUB_COW_READ ? VOL_OP_READ
+                                : s->kind == SUB_WRITE || s->kind == SUB_COW_WRITE ? VOL_OP_WRITE
+                                : io->op, cqe->res);
   if (s->kind == SUB_FREE) {
     if (cqe->res < 0)
       log_error_ratelimited ("punching chunk %u: %s (space stays in use until restart)",
@@ -455,14 +722,27 @@ vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
   }
   else if (cqe->res < 0) {
     log_error_ratelimited ("volume %s: pool %s failed at pool offset %llu: %s", io->vol->name,
-                           s->kind == SUB_FALLOC ? "fallocate" : s->kind == SUB_WRITE ? "write" : "read",
-                           (unsigned long long) s->foff, strerror (-cqe->res));
+                           kind_name (s->kind), (unsigned long long) s->foff, strerror (-cqe->res));
     set_result (io, cqe->res);
   }
-  else if (s->kind != SUB_FALLOC && s->kind != SUB_FREE && (uint32_t) cqe->res != s->len)
+  else if (s->kind != SUB_FALLOC && (uint32_t) cqe->res != s->len)
     set_result (io, -EIO);        /* short transfer inside the pool: never expected */
+  if (s->kind == SUB_COW_READ && io->result == 0) {
+    /* the old chunk is read: write it to the new one */
+    s->kind = SUB_COW_WRITE;
+    s->foff = (uint64_t) s->freed << io->vol->st->chunk_shift;
+    io->pending--;
+    if (sub_submit (io, s, s->cowbuf) < 0)
+      set_result (io, -EBUSY);
+    else
+      return;
+  }
   if (--io->pending > 0)
     return;
+  if (io->phase == PH_COW) {
+    cow_done (io);
+    return;
+  }
   if (io->phase == PH_RMW_READ && io->result == 0) {
     rmw_write (io);
     if (io->pending)
@@ -480,6 +760,7 @@ vol_io_submit (struct vol_io *io)
   io->nsubs = 0;
   io->phase = PH_START;
   io->rmw_hi = 0;
+  io->counted = false;
   io->next = NULL;
   if (io->op != VOL_OP_FLUSH) {
     uint64_t size = vol_size (io->vol);

@@ -14,7 +14,7 @@
 
 #include "common/log.h"
 
-#define FORMAT_VERSION 1
+#define FORMAT_VERSION 2
 
 /* Returns the old bit. */
 static bool
@@ -227,65 +227,168 @@ open_pool (struct vol_store *st, uint64_t want, uint64_t recorded, char *err, si
   return 0;
 }
 
-static struct volume *
-find_by_uuid (struct vol_store *st, const unsigned char *u)
+/* ---- loading the records ------------------------------------------------------ */
+static struct lineage *
+find_lineage (struct vol_store *st, const char *id)
 {
-  for (size_t i = 0; i < st->nvols; i++)
-    if (memcmp (st->vols[i]->uuid, u, 16) == 0)
-      return st->vols[i];
+  for (struct lineage *l = st->lineages; l; l = l->next)
+    if (strcmp (l->id, id) == 0)
+      return l;
   return NULL;
 }
 
+static struct lineage *
+find_lineage_uuid (struct vol_store *st, const unsigned char *u)
+{
+  for (struct lineage *l = st->lineages; l; l = l->next)
+    if (memcmp (l->uuid, u, 16) == 0)
+      return l;
+  return NULL;
+}
+
+typedef int (*record_fn) (struct vol_store *st, json_object *o, FILE *report, long *problems);
+
 static int
-load_volumes (struct vol_store *st)
+for_records (struct vol_store *st, char prefix, record_fn fn, FILE *report, long *problems)
 {
   rocksdb_iterator_t *it = rocksdb_create_iterator (st->db, st->ropts);
   int r = 0;
-  for (rocksdb_iter_seek (it, "V", 1); rocksdb_iter_valid (it); rocksdb_iter_next (it)) {
+  for (rocksdb_iter_seek (it, &prefix, 1); r == 0 && rocksdb_iter_valid (it); rocksdb_iter_next (it)) {
     size_t klen, vlen;
     const char *k = rocksdb_iter_key (it, &klen);
-    if (klen == 0 || k[0] != 'V')
+    if (klen == 0 || k[0] != prefix)
       break;
     const char *val = rocksdb_iter_value (it, &vlen);
     json_object *o = parse_json (val, vlen);
-    struct volume *v = calloc (1, sizeof *v);
-    if (o == NULL || v == NULL) {
-      log_error ("volume record %.*s is corrupt; skipped", (int) klen, k);
-      json_object_put (o);
-      free (v);
+    if (o == NULL) {
+      (*problems)++;
+      if (report)
+        fprintf (report, "record %.*s is corrupt\n", (int) klen, k);
+      log_error ("record %.*s is corrupt; skipped", (int) klen, k);
       continue;
     }
-    v->st = st;
-    atomic_init (&v->refs, 1);
-    pthread_mutex_init (&v->lock, NULL);
-    snprintf (v->id, sizeof v->id, "%s", jstr (o, "id"));
-    snprintf (v->name, sizeof v->name, "%s", jstr (o, "name"));
-    snprintf (v->type, sizeof v->type, "%s", jstr (o, "type"));
-    v->size = (uint64_t) jint (o, "size");
-    v->created = jint (o, "created");
+    r = fn (st, o, report, problems);
     json_object_put (o);
-    uuid_parse (v->id, v->uuid);
-    uint64_t nchunks = (v->size + st->chunk_size - 1) >> st->chunk_shift;
-    v->nleaves = (nchunks + LEAF_ENTRIES - 1) >> LEAF_SHIFT;
-    v->leaves = calloc (v->nleaves ? v->nleaves : 1, sizeof *v->leaves);
-    if (st->nvols == st->capvols) {
-      st->capvols = st->capvols ? 2 * st->capvols : 16;
-      st->vols = realloc (st->vols, st->capvols * sizeof *st->vols);
-    }
-    if (v->leaves == NULL || st->vols == NULL) {
-      r = -ENOMEM;
-      break;
-    }
-    st->vols[st->nvols++] = v;
   }
   rocksdb_iter_destroy (it);
   return r;
 }
 
+static int
+load_lineage (struct vol_store *st, json_object *o, FILE *report, long *problems)
+{
+  struct lineage *l = calloc (1, sizeof *l);
+  if (l == NULL)
+    return -ENOMEM;
+  snprintf (l->id, sizeof l->id, "%s", jstr (o, "id"));
+  if (uuid_parse (l->id, l->uuid) < 0) {
+    free (l);
+    (*problems)++;
+    if (report)
+      fprintf (report, "lineage record with a bad id\n");
+    return 0;
+  }
+  l->base_gen = (uint32_t) jint (o, "base_gen");
+  l->cur_gen = (uint32_t) jint (o, "cur_gen");
+  /* the base is resolved once every lineage is loaded: keep its id here */
+  l->base = (struct lineage *) strdup (jstr (o, "base"));
+  l->next = st->lineages;
+  st->lineages = l;
+  return 0;
+}
+
+static int
+load_volume (struct vol_store *st, json_object *o, FILE *report, long *problems)
+{
+  struct volume *v = volume_new (st);
+  if (v == NULL)
+    return -ENOMEM;
+  snprintf (v->id, sizeof v->id, "%s", jstr (o, "id"));
+  snprintf (v->name, sizeof v->name, "%s", jstr (o, "name"));
+  snprintf (v->type, sizeof v->type, "%s", jstr (o, "type"));
+  snprintf (v->source, sizeof v->source, "%s", jstr (o, "source"));
+  v->size = (uint64_t) jint (o, "size");
+  v->created = jint (o, "created");
+  uuid_parse (v->id, v->uuid);
+  v->lin = find_lineage (st, jstr (o, "lineage"));
+  if (v->lin == NULL || v->lin->live) {
+    (*problems)++;
+    if (report)
+      fprintf (report, "volume %s (%s): lineage %s missing or shared\n", v->name, v->id,
+               jstr (o, "lineage"));
+    log_error ("volume %s: its lineage is missing; skipped", v->name);
+    volume_put (v);
+    return 0;
+  }
+  v->lin->live = v;
+  if (map_grow (v, v->size) < 0 || registry_add (st, v) < 0) {
+    volume_put (v);
+    return -ENOMEM;
+  }
+  return 0;
+}
+
+static int
+load_snapshot (struct vol_store *st, json_object *o, FILE *report, long *problems)
+{
+  struct snapshot *s = calloc (1, sizeof *s);
+  if (s == NULL)
+    return -ENOMEM;
+  snprintf (s->id, sizeof s->id, "%s", jstr (o, "id"));
+  snprintf (s->name, sizeof s->name, "%s", jstr (o, "name"));
+  snprintf (s->vol_name, sizeof s->vol_name, "%s", jstr (o, "volume"));
+  snprintf (s->vol_id, sizeof s->vol_id, "%s", jstr (o, "volume_id"));
+  uuid_parse (s->id, s->uuid);
+  s->gen = (uint32_t) jint (o, "gen");
+  s->size = (uint64_t) jint (o, "size");
+  s->created = jint (o, "created");
+  s->lin = find_lineage (st, jstr (o, "lineage"));
+  if (s->lin == NULL || s->gen == 0 || s->gen >= s->lin->cur_gen) {
+    (*problems)++;
+    if (report)
+      fprintf (report, "snapshot %s@%s: lineage %s missing, or generation %u invalid\n",
+               s->vol_name, s->name, jstr (o, "lineage"), s->gen);
+    free (s);
+    return 0;
+  }
+  if (lin_view_add (s->lin, s->gen) < 0) {
+    free (s);
+    return -ENOMEM;
+  }
+  s->next = st->snaps;
+  st->snaps = s;
+  return 0;
+}
+
+/* Resolve bases (held as id strings while loading). */
+static void
+link_lineages (struct vol_store *st, FILE *report, long *problems)
+{
+  for (struct lineage *l = st->lineages; l; l = l->next) {
+    char *bid = (char *) l->base;
+    l->base = NULL;
+    if (bid && *bid) {
+      l->base = find_lineage (st, bid);
+      if (l->base == NULL) {
+        (*problems)++;
+        if (report)
+          fprintf (report, "lineage %s: base lineage %s missing\n", l->id, bid);
+        log_error ("lineage %s: its base %s is missing; its clone data is lost", l->id, bid);
+      }
+    }
+    free (bid);
+  }
+  for (struct lineage *l = st->lineages; l; l = l->next)
+    if (l->base) {
+      l->base->nchildren++;
+      lin_view_add (l->base, l->base_gen);
+    }
+}
+
 /* Walk every chunk map entry.  fix: repair (delete orphans and duplicates)
  * as recovery does; otherwise only count problems (for --check). */
 static long
-load_maps (struct vol_store *st, bool fix, FILE *report)
+load_entries (struct vol_store *st, bool fix, FILE *report)
 {
   long problems = 0;
   rocksdb_iterator_t *it = rocksdb_create_iterator (st->db, st->ropts);
@@ -297,35 +400,40 @@ load_maps (struct vol_store *st, bool fix, FILE *report)
       break;
     const unsigned char *val = (const unsigned char *) rocksdb_iter_value (it, &vlen);
     const char *why = NULL;
-    struct volume *v = NULL;
+    struct lineage *l = NULL;
     uint64_t chunk = 0;
-    uint32_t phys = 0;
-    if (klen != 25 || vlen != 4)
+    uint32_t gen = 0, phys = 0;
+    if (klen != 29 || vlen != 4)
       why = "malformed entry";
     else {
       for (int i = 0; i < 8; i++)
         chunk = chunk << 8 | (unsigned char) k[17 + i];
+      for (int i = 0; i < 4; i++)
+        gen = gen << 8 | (unsigned char) k[25 + i];
       phys = (uint32_t) val[0] << 24 | (uint32_t) val[1] << 16 | (uint32_t) val[2] << 8 | val[3];
-      v = find_by_uuid (st, (const unsigned char *) k + 1);
-      if (v == NULL)
-        why = "entry of a volume that does not exist";
-      else if ((chunk << st->chunk_shift) >= v->size)
-        why = "entry beyond the end of its volume";
-      else if (phys >= st->nchunks)
+      l = find_lineage_uuid (st, (const unsigned char *) k + 1);
+      if (l == NULL)
+        why = "entry of a lineage that does not exist";
+      else if (gen == 0 || gen > l->cur_gen)
+        why = "entry with an invalid generation";
+      else if (phys != TOMB && phys >= st->nchunks)
         why = "entry points beyond the pool";
-      else if (bit_test_and_set (st->bitmap, phys))
+      else if (phys != TOMB && bit_test_and_set (st->bitmap, phys))
         why = "chunk owned twice";
     }
     if (why) {
       problems++;
       if (report)
-        fprintf (report, "chunk map: %s (volume %s, chunk %llu, pool chunk %u)\n", why,
-                 v ? v->name : "?", (unsigned long long) chunk, phys);
+        fprintf (report, "chunk map: %s (lineage %s, chunk %llu, generation %u, pool chunk %u)\n",
+                 why, l ? l->id : "?", (unsigned long long) chunk, gen, phys);
       if (fix)
         rocksdb_writebatch_delete (wb, k, klen);
       continue;
     }
-    map_set (v, chunk, phys + 1);
+    if (lin_hist_set (l, chunk, gen, phys) < 0) {
+      problems++;
+      break;
+    }
   }
   rocksdb_iter_destroy (it);
   if (fix && problems) {
@@ -335,9 +443,45 @@ load_maps (struct vol_store *st, bool fix, FILE *report)
       log_error ("repairing chunk maps: %s", dberr);
       free (dberr);
     }
-    log_warn ("recovery removed %ld stale chunk map entries", problems);
+    log_warn ("recovery removed %ld bad chunk map entries", problems);
   }
   rocksdb_writebatch_destroy (wb);
+  return problems;
+}
+
+/* Every live volume's chunk map, from its lineage. */
+static int
+build_live_maps (struct vol_store *st)
+{
+  for (size_t i = 0; i < st->nvols; i++) {
+    struct volume *v = st->vols[i];
+    uint64_t nchunks = (v->size + st->chunk_size - 1) >> st->chunk_shift;
+    ment_t **lv;
+    uint64_t nl, own;
+    int r = view_materialize (v->lin, v->lin->cur_gen, nchunks, &lv, &nl, false, &own, v);
+    if (r < 0)
+      return r;
+    map_free (v);
+    v->leaves = lv;
+    v->nleaves = nl;
+    v->nmapped = own;
+  }
+  return 0;
+}
+
+static long
+load_all (struct vol_store *st, bool fix, FILE *report)
+{
+  long problems = 0;
+  if (for_records (st, 'L', load_lineage, report, &problems) < 0)
+    return -ENOMEM;
+  link_lineages (st, report, &problems);
+  if (for_records (st, 'V', load_volume, report, &problems) < 0
+      || for_records (st, 'P', load_snapshot, report, &problems) < 0)
+    return -ENOMEM;
+  problems += load_entries (st, fix, report);
+  if (build_live_maps (st) < 0)
+    return -ENOMEM;
   return problems;
 }
 
@@ -381,6 +525,25 @@ store_free (struct vol_store *st)
   for (size_t i = 0; i < st->nvols; i++)
     volume_put (st->vols[i]);
   free (st->vols);
+  while (st->snaps) {
+    struct snapshot *s = st->snaps;
+    st->snaps = s->next;
+    if (s->view)
+      volume_put (s->view);
+    free (s);
+  }
+  while (st->lineages) {
+    struct lineage *l = st->lineages;
+    st->lineages = l->next;
+    for (uint64_t i = 0; i < l->nleaves; i++) {
+      for (unsigned j = 0; l->leaves[i] && j < LEAF_ENTRIES; j++)
+        free (l->leaves[i][j]);
+      free (l->leaves[i]);
+    }
+    free (l->leaves);
+    free (l->vgens);
+    free (l);
+  }
   if (st->db)
     rocksdb_close (st->db);
   if (st->dbopts)
@@ -437,10 +600,6 @@ store_load (struct vol_store *st, const struct vol_store_params *p, bool create,
   st->pins = calloc (st->nchunks, sizeof (uint32_t));
   if (st->bitmap == NULL || st->pins == NULL)
     return -ENOMEM;
-  if ((r = load_volumes (st)) < 0) {
-    set_err (err, errlen, "out of memory loading volumes");
-    return r;
-  }
   return 0;
 }
 
@@ -455,15 +614,28 @@ vol_store_open (const struct vol_store_params *p, struct vol_store **out, char *
     store_free (st);
     return r;
   }
-  load_maps (st, true, NULL);
+  if (load_all (st, true, NULL) < 0) {
+    set_err (err, errlen, "out of memory loading the store");
+    store_free (st);
+    return -ENOMEM;
+  }
+  /* whatever a crash left half-collected (a delete's garbage) goes now */
+  pthread_mutex_lock (&st->lock);
+  r = store_gc (st, NULL, err, errlen);
+  pthread_mutex_unlock (&st->lock);
+  if (r < 0)
+    log_warn ("collecting unused space at start-up: %s", err);
   punch_free (st);
   if ((r = sync_start (st)) < 0) {
     set_err (err, errlen, "cannot start the sync thread: %s", strerror (-r));
     store_free (st);
     return r;
   }
-  log_info ("store %s: %zu volumes, pool %llu bytes in %llu chunks of %u bytes, %llu free, "
-            "O_DIRECT alignment %u", st->dir, st->nvols,
+  unsigned nsnaps = 0;
+  for (struct snapshot *s = st->snaps; s; s = s->next)
+    nsnaps++;
+  log_info ("store %s: %zu volumes, %u snapshots, pool %llu bytes in %llu chunks of %u bytes, %llu free, "
+            "O_DIRECT alignment %u", st->dir, st->nvols, nsnaps,
             (unsigned long long) (st->nchunks << st->chunk_shift),
             (unsigned long long) st->nchunks, st->chunk_size,
             (unsigned long long) st->nfree, st->dio_align);
@@ -501,8 +673,13 @@ vol_store_check (const char *dir, FILE *out)
     store_free (st);
     return r;
   }
-  long problems = load_maps (st, false, out);
-  uint64_t used = 0, mapped = 0;
+  long problems = load_all (st, false, out);
+  if (problems < 0) {
+    fprintf (out, "check: out of memory\n");
+    store_free (st);
+    return -ENOMEM;
+  }
+  uint64_t used = 0;
   for (uint64_t i = 0; i < st->nchunks; i++)
     used += st->bitmap[i >> 6] >> (i & 63) & 1;
   for (size_t i = 0; i < st->nvols; i++) {
@@ -519,15 +696,33 @@ vol_store_check (const char *dir, FILE *out)
         fprintf (out, "volume name %s is used twice\n", v->name);
         problems++;
       }
-    mapped += v->nmapped;
   }
-  if (mapped != used) {
-    fprintf (out, "chunk counts disagree: %llu mapped, %llu in use\n",
-             (unsigned long long) mapped, (unsigned long long) used);
-    problems++;
+  /* every chunk in use must be seen by some volume or snapshot */
+  struct holders h;
+  if (holders_compute (st, &h) == 0) {
+    if (h.leaked) {
+      fprintf (out, "%llu chunks are held by entries no volume or snapshot sees (leaked space)\n",
+               (unsigned long long) h.leaked);
+      problems++;
+    }
+    holders_free (&h);
   }
-  fprintf (out, "check %s: %zu volumes, %llu of %llu chunks in use (%u bytes each): %s\n",
-           dir, st->nvols, (unsigned long long) used, (unsigned long long) st->nchunks,
+  for (struct lineage *l = st->lineages; l; l = l->next) {
+    bool empty = true;
+    for (uint64_t i = 0; i < l->nleaves && empty; i++)
+      for (unsigned j = 0; l->leaves[i] && j < LEAF_ENTRIES && empty; j++)
+        empty = l->leaves[i][j] == NULL;
+    if (!l->live && !l->nv && !l->nchildren) {
+      fprintf (out, "lineage %s is not used by any volume, snapshot or clone%s\n", l->id,
+               empty ? "" : " and holds data");
+      problems++;
+    }
+  }
+  unsigned nsnaps = 0;
+  for (struct snapshot *s = st->snaps; s; s = s->next)
+    nsnaps++;
+  fprintf (out, "check %s: %zu volumes, %u snapshots, %llu of %llu chunks in use (%u bytes each): %s\n",
+           dir, st->nvols, nsnaps, (unsigned long long) used, (unsigned long long) st->nchunks,
            st->chunk_size, problems ? "PROBLEMS FOUND" : "consistent");
   store_free (st);
   return problems ? 1 : 0;

@@ -41,7 +41,7 @@ set_err (char *err, size_t errlen, const char *fmt, ...)
 /* ---- chunk maps ----------------------------------------------------------- */
 
 /* Caller holds v->lock. */
-uint32_t
+ment_t
 map_get (struct volume *v, uint64_t chunk)
 {
   uint64_t l = chunk >> LEAF_SHIFT;
@@ -50,14 +50,14 @@ map_get (struct volume *v, uint64_t chunk)
   return v->leaves[l][chunk & (LEAF_ENTRIES - 1)];
 }
 
-static int
+int
 map_grow (struct volume *v, uint64_t size)
 {
   uint64_t nchunks = (size + v->st->chunk_size - 1) >> v->st->chunk_shift;
   uint64_t nleaves = (nchunks + LEAF_ENTRIES - 1) >> LEAF_SHIFT;
   if (nleaves <= v->nleaves)
     return 0;
-  uint32_t **l = realloc (v->leaves, nleaves * sizeof *l);
+  ment_t **l = realloc (v->leaves, nleaves * sizeof *l);
   if (l == NULL)
     return -ENOMEM;
   memset (l + v->nleaves, 0, (nleaves - v->nleaves) * sizeof *l);
@@ -66,52 +66,71 @@ map_grow (struct volume *v, uint64_t size)
   return 0;
 }
 
-/* Caller holds v->lock.  Returns 0 or -ENOMEM. */
+void
+map_free (struct volume *v)
+{
+  for (uint64_t l = 0; l < v->nleaves; l++)
+    free (v->leaves[l]);
+  free (v->leaves);
+  v->leaves = NULL;
+  v->nleaves = 0;
+}
+
+/* Caller holds v->lock.  Keeps nmapped (own chunks) right.  Returns 0 or
+ * -ENOMEM. */
 int
-map_set (struct volume *v, uint64_t chunk, uint32_t phys_plus1)
+map_set (struct volume *v, uint64_t chunk, ment_t e)
 {
   uint64_t l = chunk >> LEAF_SHIFT;
   if (l >= v->nleaves)
     return -EINVAL;
   if (v->leaves[l] == NULL) {
-    if (phys_plus1 == 0)
+    if (e == 0)
       return 0;
-    v->leaves[l] = calloc (LEAF_ENTRIES, sizeof (uint32_t));
+    v->leaves[l] = calloc (LEAF_ENTRIES, sizeof (ment_t));
     if (v->leaves[l] == NULL)
       return -ENOMEM;
   }
-  uint32_t *e = &v->leaves[l][chunk & (LEAF_ENTRIES - 1)];
-  if (*e == 0 && phys_plus1 != 0) v->nmapped++;
-  if (*e != 0 && phys_plus1 == 0) v->nmapped--;
-  *e = phys_plus1;
+  ment_t *p = &v->leaves[l][chunk & (LEAF_ENTRIES - 1)];
+  bool was_own = ME_PHYS1 (*p) && ME_GEN (*p) != ME_INHERITED;
+  bool is_own = ME_PHYS1 (e) && ME_GEN (e) != ME_INHERITED;
+  v->nmapped += (uint64_t) is_own - (uint64_t) was_own;
+  *p = e;
   return 0;
 }
 
+/* "M" <lineage uuid, 16> <chunk, be64> <gen, be32> -> <phys, be32> */
+#define MKEY_LEN 29
 static void
-map_key (char key[25], const struct volume *v, uint64_t chunk)
+entry_key (char key[MKEY_LEN], const struct lineage *l, uint64_t chunk, uint32_t gen)
 {
   key[0] = 'M';
-  memcpy (key + 1, v->uuid, 16);
+  memcpy (key + 1, l->uuid, 16);
   for (int i = 0; i < 8; i++)
     key[17 + i] = (char) (chunk >> (56 - 8 * i));
+  for (int i = 0; i < 4; i++)
+    key[25 + i] = (char) (gen >> (24 - 8 * i));
 }
 
-/* Record a chunk map entry (phys_plus1 == 0 deletes it).  Written to the
- * WAL at once (it survives a process crash), synced by the next flush. */
 int
-meta_put_map (struct volume *v, uint64_t chunk, uint32_t phys_plus1)
+meta_put_entry (struct vol_store *st, rocksdb_writebatch_t *wb, struct lineage *l,
+                uint64_t chunk, uint32_t gen, uint32_t phys)
 {
-  struct vol_store *st = v->st;
-  char key[25];
-  char *dberr = NULL;
-  map_key (key, v, chunk);
-  if (phys_plus1) {
-    uint32_t phys = phys_plus1 - 1;
-    char val[4] = { (char) (phys >> 24), (char) (phys >> 16), (char) (phys >> 8), (char) phys };
-    rocksdb_put (st->db, st->wopts, key, sizeof key, val, sizeof val, &dberr);
+  char key[MKEY_LEN];
+  char val[4] = { (char) (phys >> 24), (char) (phys >> 16), (char) (phys >> 8), (char) phys };
+  entry_key (key, l, chunk, gen);
+  if (wb) {
+    if (phys == NO_ENTRY)
+      rocksdb_writebatch_delete (wb, key, sizeof key);
+    else
+      rocksdb_writebatch_put (wb, key, sizeof key, val, sizeof val);
+    return 0;
   }
-  else
+  char *dberr = NULL;
+  if (phys == NO_ENTRY)
     rocksdb_delete (st->db, st->wopts, key, sizeof key, &dberr);
+  else
+    rocksdb_put (st->db, st->wopts, key, sizeof key, val, sizeof val, &dberr);
   atomic_fetch_add (&st->meta_seq, 1);
   if (dberr) {
     log_error_ratelimited ("metadata write failed: %s", dberr);
@@ -122,7 +141,22 @@ meta_put_map (struct volume *v, uint64_t chunk, uint32_t phys_plus1)
 }
 
 int
-meta_put_volume (struct volume *v)
+meta_write (struct vol_store *st, rocksdb_writebatch_t *wb, char *err, size_t errlen)
+{
+  char *dberr = NULL;
+  rocksdb_write (st->db, st->wopts, wb, &dberr);
+  atomic_fetch_add (&st->meta_seq, 1);
+  if (dberr) {
+    set_err (err, errlen, "the metadata store refused the update: %s", dberr);
+    log_error ("metadata write failed: %s", dberr);
+    free (dberr);
+    return -EIO;
+  }
+  return 0;
+}
+
+int
+meta_put_volume (struct volume *v, rocksdb_writebatch_t *wb)
 {
   json_object *o = json_object_new_object ();
   json_object_object_add (o, "id", json_object_new_string (v->id));
@@ -130,20 +164,27 @@ meta_put_volume (struct volume *v)
   json_object_object_add (o, "type", json_object_new_string (v->type));
   json_object_object_add (o, "size", json_object_new_int64 ((int64_t) v->size));
   json_object_object_add (o, "created", json_object_new_int64 (v->created));
+  json_object_object_add (o, "lineage", json_object_new_string (v->lin->id));
+  json_object_object_add (o, "source", json_object_new_string (v->source));
   const char *s = json_object_to_json_string_ext (o, JSON_C_TO_STRING_PLAIN);
   char key[1 + VOL_ID_LEN];
   key[0] = 'V';
   memcpy (key + 1, v->id, VOL_ID_LEN);
-  char *dberr = NULL;
-  rocksdb_put (v->st->db, v->st->wopts, key, sizeof key, s, strlen (s), &dberr);
-  json_object_put (o);
-  atomic_fetch_add (&v->st->meta_seq, 1);
-  if (dberr) {
-    log_error ("metadata write failed for volume %s: %s", v->name, dberr);
-    free (dberr);
-    return -EIO;
+  int r = 0;
+  if (wb)
+    rocksdb_writebatch_put (wb, key, sizeof key, s, strlen (s));
+  else {
+    char *dberr = NULL;
+    rocksdb_put (v->st->db, v->st->wopts, key, sizeof key, s, strlen (s), &dberr);
+    atomic_fetch_add (&v->st->meta_seq, 1);
+    if (dberr) {
+      log_error ("metadata write failed for volume %s: %s", v->name, dberr);
+      free (dberr);
+      r = -EIO;
+    }
   }
-  return 0;
+  json_object_put (o);
+  return r;
 }
 
 /* ---- allocator -------------------------------------------------------------- */
@@ -342,22 +383,26 @@ vol_size_invalid (uint64_t size)
   return NULL;
 }
 
-static void
+void
 fill_info (struct volume *v, struct vol_info *vi)
 {
   memset (vi, 0, sizeof *vi);
   memcpy (vi->id, v->id, sizeof vi->id);
   memcpy (vi->name, v->name, sizeof vi->name);
   memcpy (vi->type, v->type, sizeof vi->type);
+  memcpy (vi->source, v->source, sizeof vi->source);
   vi->created = v->created;
   pthread_mutex_lock (&v->lock);
   vi->size = v->size;
   vi->allocated = v->nmapped << v->st->chunk_shift;
   vi->connections = v->nsessions;
   pthread_mutex_unlock (&v->lock);
+  for (struct snapshot *s = v->st->snaps; s; s = s->next)
+    if (strcmp (s->vol_id, v->id) == 0)
+      vi->snapshots++;
 }
 
-static struct volume *
+struct volume *
 volume_new (struct vol_store *st)
 {
   struct volume *v = calloc (1, sizeof *v);
@@ -366,33 +411,26 @@ volume_new (struct vol_store *st)
   v->st = st;
   atomic_init (&v->refs, 1);
   pthread_mutex_init (&v->lock, NULL);
+  pthread_cond_init (&v->quiesce_cond, NULL);
   return v;
 }
 
-/* Drop a reference.  The last one frees the volume; for a deleted volume
- * it also gives every chunk back to the pool. */
+/* Drop a reference; the last one frees the volume's memory (its chunks
+ * belong to its lineage, which the store collects). */
 void
 volume_put (struct volume *v)
 {
   if (atomic_fetch_sub (&v->refs, 1) != 1)
     return;
-  for (uint64_t l = 0; l < v->nleaves; l++) {
-    if (v->leaves[l] == NULL)
-      continue;
-    if (v->deleted)
-      for (unsigned i = 0; i < LEAF_ENTRIES; i++)
-        if (v->leaves[l][i])
-          chunk_unmap (v->st, v->leaves[l][i] - 1, NULL);
-    free (v->leaves[l]);
-  }
-  free (v->leaves);
+  map_free (v);
   pthread_mutex_destroy (&v->lock);
+  pthread_cond_destroy (&v->quiesce_cond);
   free (v);
 }
 
 /* Caller holds st->lock. */
-static struct volume *
-find_unlocked (struct vol_store *st, const char *name_or_id)
+struct volume *
+find_volume_unlocked (struct vol_store *st, const char *name_or_id)
 {
   for (size_t i = 0; i < st->nvols; i++)
     if (strcmp (st->vols[i]->name, name_or_id) == 0 || strcmp (st->vols[i]->id, name_or_id) == 0)
@@ -400,7 +438,7 @@ find_unlocked (struct vol_store *st, const char *name_or_id)
   return NULL;
 }
 
-static int
+int
 registry_add (struct vol_store *st, struct volume *v)
 {
   if (st->nvols == st->capvols) {
@@ -415,59 +453,30 @@ registry_add (struct vol_store *st, struct volume *v)
   return 0;
 }
 
+static void
+registry_del (struct vol_store *st, struct volume *v)
+{
+  for (size_t i = 0; i < st->nvols; i++)
+    if (st->vols[i] == v) {
+      st->vols[i] = st->vols[--st->nvols];
+      return;
+    }
+}
+
+const char *
+vol_type_invalid (const char *type)
+{
+  for (const char *const *t = vol_disk_types; *t; t++)
+    if (strcmp (*t, type) == 0)
+      return NULL;
+  return "is unknown (standard, ssd or premium)";
+}
+
 int
 vol_create (struct vol_store *st, const char *name, uint64_t size, const char *type,
             struct vol_info *out, char *err, size_t errlen)
 {
-  const char *why;
-  if ((why = vol_name_invalid (name)) != NULL) {
-    set_err (err, errlen, "volume name \"%.80s\" %s", name, why);
-    return -EINVAL;
-  }
-  if ((why = vol_size_invalid (size)) != NULL) {
-    set_err (err, errlen, "volume \"%s\": size %llu %s", name, (unsigned long long) size, why);
-    return -EINVAL;
-  }
-  if (type == NULL)
-    type = vol_disk_types[0];
-  bool known = false;
-  for (const char *const *t = vol_disk_types; *t; t++)
-    known |= strcmp (*t, type) == 0;
-  if (!known) {
-    set_err (err, errlen, "volume \"%s\": disk type \"%.40s\" is unknown "
-             "(standard, ssd or premium)", name, type);
-    return -EINVAL;
-  }
-
-  struct volume *v = volume_new (st);
-  if (v == NULL)
-    return -ENOMEM;
-  uuid_generate_random (v->uuid);
-  uuid_unparse_lower (v->uuid, v->id);
-  snprintf (v->name, sizeof v->name, "%s", name);
-  snprintf (v->type, sizeof v->type, "%s", type);
-  v->created = time (NULL);
-  v->size = size;
-  int r = map_grow (v, size);
-
-  pthread_mutex_lock (&st->lock);
-  if (r == 0 && find_unlocked (st, name)) {
-    set_err (err, errlen, "volume \"%s\" already exists (choose another name)", name);
-    r = -EEXIST;
-  }
-  if (r == 0 && (r = meta_put_volume (v)) < 0)
-    set_err (err, errlen, "volume \"%s\": could not record it in the metadata store", name);
-  if (r == 0 && (r = registry_add (st, v)) < 0)
-    set_err (err, errlen, "out of memory");
-  pthread_mutex_unlock (&st->lock);
-  if (r < 0) {
-    volume_put (v);
-    return r;
-  }
-  log_info ("created volume %s (%s), %llu bytes", v->name, v->id, (unsigned long long) size);
-  if (out)
-    fill_info (v, out);
-  return 0;
+  return vol_create_from (st, name, size, type, NULL, out, err, errlen);
 }
 
 int
@@ -475,7 +484,7 @@ vol_stat (struct vol_store *st, const char *name_or_id, struct vol_info *out,
           char *err, size_t errlen)
 {
   pthread_mutex_lock (&st->lock);
-  struct volume *v = find_unlocked (st, name_or_id);
+  struct volume *v = find_volume_unlocked (st, name_or_id);
   if (v)
     fill_info (v, out);
   pthread_mutex_unlock (&st->lock);
@@ -493,7 +502,7 @@ vol_resize (struct vol_store *st, const char *name_or_id, uint64_t new_size,
   const char *why;
   int r = 0;
   pthread_mutex_lock (&st->lock);
-  struct volume *v = find_unlocked (st, name_or_id);
+  struct volume *v = find_volume_unlocked (st, name_or_id);
   if (v == NULL) {
     set_err (err, errlen, "volume \"%.80s\" not found", name_or_id);
     r = -ENOENT;
@@ -516,7 +525,7 @@ vol_resize (struct vol_store *st, const char *name_or_id, uint64_t new_size,
       set_err (err, errlen, "out of memory");
     else {
       v->size = new_size;
-      if ((r = meta_put_volume (v)) < 0) {
+      if ((r = meta_put_volume (v, NULL)) < 0) {
         v->size = old;
         set_err (err, errlen, "volume \"%s\": could not record the new size", v->name);
       }
@@ -536,7 +545,7 @@ int
 vol_delete (struct vol_store *st, const char *name_or_id, bool force, char *err, size_t errlen)
 {
   pthread_mutex_lock (&st->lock);
-  struct volume *v = find_unlocked (st, name_or_id);
+  struct volume *v = find_volume_unlocked (st, name_or_id);
   if (v == NULL) {
     pthread_mutex_unlock (&st->lock);
     set_err (err, errlen, "volume \"%.80s\" not found", name_or_id);
@@ -551,42 +560,26 @@ vol_delete (struct vol_store *st, const char *name_or_id, bool force, char *err,
     pthread_mutex_unlock (&st->lock);
     return -EBUSY;
   }
-
-  /* One atomic batch: the volume record and its whole chunk map. */
   rocksdb_writebatch_t *wb = rocksdb_writebatch_create ();
   char vkey[1 + VOL_ID_LEN];
   vkey[0] = 'V';
   memcpy (vkey + 1, v->id, VOL_ID_LEN);
   rocksdb_writebatch_delete (wb, vkey, sizeof vkey);
-  char lo[25], hi[25];
-  map_key (lo, v, 0);
-  map_key (hi, v, UINT64_MAX);
-  rocksdb_writebatch_delete_range (wb, lo, sizeof lo, hi, sizeof hi);
-  rocksdb_writebatch_delete (wb, hi, sizeof hi);
-  char *dberr = NULL;
-  rocksdb_write (st->db, st->wopts, wb, &dberr);
-  rocksdb_writebatch_destroy (wb);
-  atomic_fetch_add (&st->meta_seq, 1);
-  if (dberr) {
-    set_err (err, errlen, "volume \"%s\": metadata store refused the delete: %s", v->name, dberr);
-    free (dberr);
-    pthread_mutex_unlock (&v->lock);
-    pthread_mutex_unlock (&st->lock);
-    return -EIO;
-  }
   v->deleted = true;
+  v->lin->live = NULL;
+  v->lin = NULL;
   for (struct vol_session *s = v->sessions; s; s = s->next)
     s->kick (s);
   pthread_mutex_unlock (&v->lock);
-
-  for (size_t i = 0; i < st->nvols; i++)
-    if (st->vols[i] == v) {
-      st->vols[i] = st->vols[--st->nvols];
-      break;
-    }
+  registry_del (st, v);
+  /* the record and what only the volume held, in one batch; its snapshots stay */
+  int r = store_gc (st, wb, err, errlen);
+  rocksdb_writebatch_destroy (wb);
   pthread_mutex_unlock (&st->lock);
   log_info ("deleted volume %s (%s)%s", v->name, v->id, force ? " (forced)" : "");
   volume_put (v);         /* the registry's reference; sessions hold theirs */
+  if (r < 0)
+    log_error ("volume %s: freeing its space: %s (it is reclaimed at the next start)", name_or_id, err);
   return 0;
 }
 
@@ -614,24 +607,34 @@ vol_list (struct vol_store *st, struct vol_info **out, size_t *n)
   return 0;
 }
 
+static void
+session_add (struct volume *v, struct vol_session *s)
+{
+  atomic_fetch_add (&v->refs, 1);
+  pthread_mutex_lock (&v->lock);
+  s->prev = NULL;
+  s->next = v->sessions;
+  if (v->sessions)
+    v->sessions->prev = s;
+  v->sessions = s;
+  v->nsessions++;
+  pthread_mutex_unlock (&v->lock);
+}
+
 struct volume *
 vol_open (struct vol_store *st, const char *name, struct vol_session *s)
 {
   pthread_mutex_lock (&st->lock);
-  struct volume *v = find_unlocked (st, name);
-  if (v && strcmp (v->name, name) != 0)
-    v = NULL;                       /* exports are named by volume name only */
-  if (v) {
-    atomic_fetch_add (&v->refs, 1);
-    pthread_mutex_lock (&v->lock);
-    s->prev = NULL;
-    s->next = v->sessions;
-    if (v->sessions)
-      v->sessions->prev = s;
-    v->sessions = s;
-    v->nsessions++;
-    pthread_mutex_unlock (&v->lock);
+  struct volume *v;
+  if (strchr (name, '@'))
+    v = snapshot_view_unlocked (st, name);    /* a read-only snapshot export */
+  else {
+    v = find_volume_unlocked (st, name);
+    if (v && strcmp (v->name, name) != 0)
+      v = NULL;                     /* exports are named by volume name only */
   }
+  if (v)
+    session_add (v, s);
   pthread_mutex_unlock (&st->lock);
   if (v == NULL)
     errno = ENOENT;
@@ -641,6 +644,8 @@ vol_open (struct vol_store *st, const char *name, struct vol_session *s)
 void
 vol_close (struct volume *v, struct vol_session *s)
 {
+  struct vol_store *st = v->st;
+  pthread_mutex_lock (&st->lock);     /* a snapshot may let go of its view */
   pthread_mutex_lock (&v->lock);
   if (s->prev)
     s->prev->next = s->next;
@@ -649,7 +654,14 @@ vol_close (struct volume *v, struct vol_session *s)
   if (s->next)
     s->next->prev = s->prev;
   v->nsessions--;
+  bool last_view_session = v->snap && v->nsessions == 0;
   pthread_mutex_unlock (&v->lock);
+  if (last_view_session) {
+    if (v->snap->view == v)
+      v->snap->view = NULL;
+    volume_put (v);                   /* the snapshot's reference */
+  }
+  pthread_mutex_unlock (&st->lock);
   volume_put (v);
 }
 
@@ -663,7 +675,7 @@ vol_size (struct volume *v)
 }
 
 uint32_t vol_dio_align (struct volume *v) { return v->st->dio_align; }
-bool vol_read_only (struct volume *v) { (void) v; return false; }
+bool vol_read_only (struct volume *v) { return v->snap != NULL; }
 
 void
 vol_store_pool_info (struct vol_store *st, struct vol_pool_info *pi)
@@ -678,6 +690,14 @@ vol_store_pool_info (struct vol_store *st, struct vol_pool_info *pi)
   pi->chunk_size = st->chunk_size;
   pthread_mutex_lock (&st->lock);
   pi->volumes = (unsigned) st->nvols;
+  for (struct snapshot *s = st->snaps; s; s = s->next)
+    pi->snapshots++;
+  struct holders h;
+  if (holders_compute (st, &h) == 0) {
+    pi->shared = h.shared << st->chunk_shift;
+    pi->leaked = h.leaked << st->chunk_shift;
+    holders_free (&h);
+  }
   pthread_mutex_unlock (&st->lock);
   snprintf (pi->dir, sizeof pi->dir, "%s", st->dir);
 }
@@ -694,9 +714,9 @@ vol_extents (struct volume *v, uint64_t offset, uint64_t length, unsigned max_ex
     end = v->size;
   while (offset < end && n < max_extents) {
     uint64_t chunk = offset >> st->chunk_shift;
-    bool alloc = map_get (v, chunk) != 0;
+    bool alloc = ME_PHYS1 (map_get (v, chunk)) != 0;
     uint64_t e = (chunk + 1) << st->chunk_shift;
-    while (e < end && (map_get (v, e >> st->chunk_shift) != 0) == alloc)
+    while (e < end && (ME_PHYS1 (map_get (v, e >> st->chunk_shift)) != 0) == alloc)
       e += st->chunk_size;
     if (e > end)
       e = end;

@@ -50,8 +50,10 @@ int vol_store_sync (struct vol_store *st);
 
 struct vol_pool_info {
   uint64_t capacity, allocated, free;
+  uint64_t shared;          /* allocated bytes seen by more than one volume or snapshot */
+  uint64_t leaked;          /* allocated bytes nobody sees (0 unless something is wrong) */
   uint32_t chunk_size;
-  unsigned volumes;
+  unsigned volumes, snapshots;
   char dir[256];
 };
 void vol_store_pool_info (struct vol_store *st, struct vol_pool_info *pi);
@@ -69,9 +71,11 @@ struct vol_info {
   char name[VOL_NAME_MAX + 1];
   char type[VOL_TYPE_MAX + 1];
   uint64_t size;
-  uint64_t allocated;       /* bytes of pool space held */
+  uint64_t allocated;       /* bytes of pool space held by its own writes */
   int64_t created;          /* unix seconds */
   unsigned connections;     /* open NBD sessions */
+  unsigned snapshots;       /* snapshots taken of it that still exist */
+  char source[2 * VOL_NAME_MAX + 2];   /* VOL@SNAP it was cloned from, or "" */
 };
 static inline enum vol_status vol_info_status (const struct vol_info *vi)
 { return vi->connections ? VOL_IN_USE : VOL_AVAILABLE; }
@@ -100,6 +104,46 @@ int vol_delete (struct vol_store *st, const char *name_or_id, bool force,
                 char *err, size_t errlen);
 /* A snapshot of every volume, sorted by name.  *out is malloc'd. */
 int vol_list (struct vol_store *st, struct vol_info **out, size_t *n);
+
+/* Create a volume; with from (VOL@SNAP or a snapshot id) a clone that shares
+ * the snapshot's data (size 0: the snapshot's size).  Errors as vol_create. */
+int vol_create_from (struct vol_store *st, const char *name, uint64_t size, const char *type,
+                     const char *from, struct vol_info *out, char *err, size_t errlen);
+/* Give a volume the contents of one of its snapshots (ref: SNAP, VOL@SNAP or
+ * an id).  -EBUSY while an NBD client is connected.  Later snapshots stay. */
+int vol_rollback (struct vol_store *st, const char *name_or_id, const char *ref,
+                  struct vol_info *out, char *err, size_t errlen);
+
+/* ---- snapshots ------------------------------------------------------------- */
+struct vol_snap_info {
+  char id[VOL_ID_LEN + 1];
+  char name[VOL_NAME_MAX + 1];
+  char vol_name[VOL_NAME_MAX + 1];  /* source volume (at snapshot time) */
+  char vol_id[VOL_ID_LEN + 1];
+  uint64_t size;
+  uint64_t referenced;              /* bytes of data it holds */
+  uint64_t exclusive;               /* bytes only it holds: what deleting it frees */
+  int64_t created;
+  unsigned connections;
+};
+/* A crash-consistent snapshot of a live volume: every write acknowledged
+ * before it, none acknowledged after.  Copies no data. */
+int vol_snapshot_create (struct vol_store *st, const char *vol, const char *name,
+                         struct vol_snap_info *out, char *err, size_t errlen);
+/* ref: VOL@SNAP or an id.  -EBUSY while exported (unless force). */
+int vol_snapshot_delete (struct vol_store *st, const char *ref, bool force, char *err, size_t errlen);
+int vol_snapshot_stat (struct vol_store *st, const char *ref, struct vol_snap_info *out,
+                       char *err, size_t errlen);
+/* Snapshots, of volume vol (by name; NULL: all), by volume then creation. */
+int vol_snapshot_list (struct vol_store *st, const char *vol, struct vol_snap_info **out, size_t *n);
+/* Chunk-granular ranges whose contents differ between from (VOL@SNAP) and
+ * to (VOL@SNAP or a live volume's name).  fn is called per range. */
+typedef int (*vol_range_fn) (void *opaque, uint64_t offset, uint64_t length);
+int vol_diff (struct vol_store *st, const char *from, const char *to, vol_range_fn fn,
+              void *opaque, char *err, size_t errlen);
+/* What an NBD client connecting to export name would get: a volume, or a
+ * snapshot (read-only).  Returns 0 or -ENOENT. */
+int vol_export_stat (struct vol_store *st, const char *name, struct vol_info *out, bool *read_only);
 
 /* ---- sessions: an NBD connection holds a volume open --------------------- */
 /* Kicked when the volume is force-deleted: the session must stop and put
@@ -154,6 +198,7 @@ struct vol_io {
   /* private to volume/ */
   int pending;
   int phase;
+  bool counted;                   /* in the volume's writes in flight */
   uint64_t rmw_lo, rmw_hi;        /* aligned range an unaligned write rewrites */
   void *bounce;
   struct vol_sub *subs;

@@ -37,7 +37,7 @@ experr () {
     expect "$1" "$3"
     jcheck "list(j) == ['error'] and sorted(j['error']) == ['code', 'message'] and j['error']['code'] == '$2' and isinstance(j['error']['message'], str) and j['error']['message'].strip() != ''" "$3"
 }
-VOLKEYS="['allocated', 'connections', 'created', 'id', 'name', 'nbd_uri', 'size', 'status', 'type']"
+VOLKEYS="['allocated', 'connections', 'created', 'id', 'name', 'nbd_uri', 'size', 'snapshots', 'source_snapshot', 'status', 'type']"
 
 echo "health, pool"
 api GET /v1/health; expect 200 health
