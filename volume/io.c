@@ -106,15 +106,19 @@ sub_submit (struct vol_io *io, struct vol_sub *s, void *base)
   switch (s->kind) {
   case SUB_READ:
   case SUB_RMW_READ:
+  case SUB_COW_READ:
     io_uring_prep_read (sqe, st->pool_fd, (char *) base + s->bpos, s->len, s->foff);
     break;
   case SUB_WRITE:
+  case SUB_COW_WRITE:
     io_uring_prep_write (sqe, st->pool_fd, (char *) base + s->bpos, s->len, s->foff);
     break;
   case SUB_FALLOC:
   case SUB_FREE:
     io_uring_prep_fallocate (sqe, st->pool_fd, s->fmode, s->foff, s->len);
     break;
+  default:
+    abort ();                       /* every kind submitted is listed above */
   }
   io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) s | io->ctx->tag);
   io->pending++;

@@ -377,7 +377,8 @@ vol_snapshot_list (struct vol_store *st, const char *vol, struct vol_snap_info *
 
 /* A new lineage reading through snapshot s, with v's live map filled from it. */
 static int
-branch_from (struct vol_store *st, struct volume *v, struct snapshot *s, struct lineage **out)
+branch_from (struct vol_store *st, struct volume *v, struct snapshot *s, struct lineage **out,
+             struct volume *held)
 {
   struct lineage *l = lin_new (st, s->lin, s->gen);
   if (l == NULL)
@@ -385,7 +386,7 @@ branch_from (struct vol_store *st, struct volume *v, struct snapshot *s, struct 
   uint64_t nchunks = (v->size + st->chunk_size - 1) >> st->chunk_shift;
   ment_t **lv;
   uint64_t nl;
-  int r = view_materialize (s->lin, s->gen, nchunks, &lv, &nl, true, NULL, NULL);
+  int r = view_materialize (s->lin, s->gen, nchunks, &lv, &nl, true, NULL, held);
   if (r < 0) {
     free (l);
     return r;
@@ -458,7 +459,7 @@ vol_create_from (struct vol_store *st, const char *name, uint64_t size, const ch
   struct lineage *l = NULL;
   if (src) {
     snprintf (v->source, sizeof v->source, "%s@%s", src->vol_name, src->name);
-    r = branch_from (st, v, src, &l);
+    r = branch_from (st, v, src, &l, NULL);
   }
   else if ((l = lin_new (st, NULL, 0)) == NULL)
     r = -ENOMEM;
@@ -538,7 +539,7 @@ vol_rollback (struct vol_store *st, const char *name_or_id, const char *ref,
   uint64_t save_n = v->nleaves, save_m = v->nmapped;
   v->leaves = NULL;
   v->nleaves = 0;
-  int r = branch_from (st, v, s, &l);
+  int r = branch_from (st, v, s, &l, v);
   rocksdb_writebatch_t *wb = NULL;
   if (r == 0 && (r = map_grow (v, v->size)) == 0 && (r = lin_view_add (s->lin, s->gen)) == 0) {
     v->lin = l;

@@ -12,6 +12,7 @@
 #include <json-c/json.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,8 +57,19 @@ http (const char *method, const char *path, const uint8_t *data, size_t size, ch
   setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   int one = 1;
   setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (connect (fd, (struct sockaddr *) &a, sizeof a) < 0)
-    fz_fail ("connect to the API: %s", strerror (errno));
+  if (connect (fd, (struct sockaddr *) &a, sizeof a) < 0) {
+    /* libFuzzer's timers interrupt: the connection goes on in the background */
+    int e = errno, err = 0;
+    socklen_t elen = sizeof err;
+    struct pollfd p = { .fd = fd, .events = POLLOUT };
+    if (e == EINTR) {
+      while (poll (&p, 1, 5000) < 0 && errno == EINTR)
+        ;
+      getsockopt (fd, SOL_SOCKET, SO_ERROR, &err, &elen);
+    }
+    if (e != EINTR || err != 0 || !(p.revents & POLLOUT))
+      fz_fail ("connect to the API: %s", strerror (e != EINTR ? e : err ? err : ETIMEDOUT));
+  }
   char head[256];
   int hl = snprintf (head, sizeof head,
                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
