@@ -1,0 +1,81 @@
+#!/bin/sh
+# fio-jobs/bench-snapshot.sh — what snapshots cost (make bench-snapshot).
+#
+# 1. Snapshot create time against the data written in the volume (SIZES_GB,
+#    default "1 8"): a snapshot only bumps a generation, so it should not grow.
+# 2. Copy-on-write: fio 4k randwrite QD32 on a volume whose data is all
+#    frozen by a fresh snapshot, against the same on a plain volume, for each
+#    chunk size in CHUNKS (default "64K 256K 1M"): the first write to a shared
+#    chunk copies the whole chunk, so small chunks cost less per write and
+#    more in metadata.  Prints a Markdown table and appends nothing anywhere:
+#    copy the figures into docs/BENCHMARKS.md.
+# Servers run on 127.0.0.1 (free ports) with data under BUILD/bench-snap.
+set -e
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+cd "$ROOT"
+BUILD=${BUILD:-build}
+PY=/usr/bin/python3
+W=$ROOT/$BUILD/bench-snap
+SIZES_GB=${SIZES_GB:-"1 8"}
+CHUNKS=${CHUNKS:-"64K 256K 1M"}
+RUNTIME=${RUNTIME:-8}
+PID=
+cleanup () { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; [ -n "$KEEP" ] || rm -rf "$W"; }
+trap cleanup EXIT
+free_port () { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start () {   # start CHUNK: a fresh store
+    [ -n "$PID" ] && { kill "$PID"; wait "$PID" 2>/dev/null || true; }
+    rm -rf "$W/data"; mkdir -p "$W"
+    NP=$(free_port); AP=$(free_port)
+    "$BUILD/blockd" --data-dir "$W/data" --capacity 40G --chunk-size "$1" \
+        --nbd "127.0.0.1:$NP" --api "127.0.0.1:$AP" --log-level warn 2>>"$W/log" &
+    PID=$!
+    API=http://127.0.0.1:$AP
+    i=0; until curl -sf "$API/v1/health" >/dev/null; do i=$((i+1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done
+}
+api () { curl -sf -X "$1" -d "$3" "$API$2" >/dev/null; }
+fill () {   # fill VOL GB: write every byte of the first GB GiB
+    fio --name=fill --ioengine=nbd --uri="nbd://127.0.0.1:$NP/$1" --rw=write --bs=1M --iodepth=8 \
+        --size="$2"g --output=/dev/null
+}
+snap_ms () {   # time of POST snapshot, in ms
+    curl -sf -o /dev/null -w '%{time_total}' -X POST -d "{\"name\":\"$2\"}" "$API/v1/volumes/$1/snapshots" \
+        | awk '{printf "%.2f", $1 * 1000}'
+}
+randwrite () {   # IOPS of 4k randwrite QD32 over the first GiB
+    fio --name=rw --ioengine=nbd --uri="nbd://127.0.0.1:$NP/$1" --rw=randwrite --bs=4k --iodepth=32 \
+        --size=1g --runtime="$RUNTIME" --time_based --output-format=json 2>>"$W/log" \
+        | $PY -c 'import json,sys; t=sys.stdin.read(); print(int(json.loads(t[t.index("{"):])["jobs"][0]["write"]["iops"]))'
+}
+
+echo "## Snapshot create time against written data"
+echo
+echo "| data written | snapshot create (API round trip) |"
+echo "|---|---|"
+start 1M
+for gb in $SIZES_GB; do
+    api POST /v1/volumes "{\"name\":\"v$gb\",\"size\":\"${gb}G\"}"
+    fill "v$gb" "$gb"
+    t1=$(snap_ms "v$gb" a); t2=$(snap_ms "v$gb" b); t3=$(snap_ms "v$gb" c)
+    echo "| $gb GiB | $t1 ms, $t2 ms, $t3 ms |"
+done
+echo
+echo "## First write to a shared chunk (copy-on-write) against an overwrite"
+echo
+echo "fio 4k randwrite QD32, ${RUNTIME} s, over 1 GiB written once; 'after snapshot' starts right"
+echo "after a snapshot froze all of it, so early writes each copy a whole chunk."
+echo
+echo "| chunk size | plain volume IOPS | after snapshot IOPS | ratio |"
+echo "|---|---|---|---|"
+for c in $CHUNKS; do
+    start "$c"
+    api POST /v1/volumes '{"name":"plain","size":"1G"}'
+    api POST /v1/volumes '{"name":"snapd","size":"1G"}'
+    fill plain 1; fill snapd 1
+    p=$(randwrite plain)
+    api POST /v1/volumes/snapd/snapshots '{"name":"s"}'
+    s=$(randwrite snapd)
+    echo "| $c | $p | $s | $($PY -c "print('%.2f' % ($s / $p))") |"
+done
