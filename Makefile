@@ -99,7 +99,7 @@ clean:
 FUZZ_CC      ?= clang
 FUZZ_BUILD   := build/fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_RUNS    ?= 2000
+FUZZ_RUNS    ?= 5000
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz-*.c))
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
@@ -175,7 +175,7 @@ check-valgrind: deps
 	    extra=; [ $$n != test-volume ] || extra=--undef-value-errors=no; \
 	    $(VALGRIND) $$extra --log-file=$$d/%p.log $$t --jobs 1 --filter '!($(VALGRIND_SKIP))' \
 	        >$$d/output 2>&1 || { tail -n 30 $$d/output; echo "FAIL $$t: tests fail under valgrind ($$d/output)"; exit 1; }; \
-	    bad=$$(grep -L "ERROR SUMMARY: 0 errors" $$d/*.log || true); \
+	    bad=$$(grep -l "ERROR SUMMARY: [1-9]" $$d/*.log || true); \
 	    if [ -n "$$bad" ]; then for f in $$bad; do echo "---- $$f"; grep -v "^==[0-9]*== *$$" $$f | head -n 60; done; \
 	        echo "FAIL $$t: valgrind found errors or leaks in $$(echo $$bad | wc -w) process(es), logs in $$d"; exit 1; fi; \
 	    echo "PASS $$t: $$(ls $$d/*.log | wc -l) processes, no leaks, no errors"; done

@@ -74,6 +74,7 @@ struct blk_conn {
   uint8_t *rbuf;
   size_t rpos, rlen;
   bool recv_armed, recv_direct, send_armed;
+  bool eof;                     /* the client shut its side: read no more, finish rbuf */
   struct blk_req *payload_req;  /* a WRITE still receiving its payload */
   uint64_t discard_left;        /* payload of a refused request still to skip */
 
@@ -692,6 +693,17 @@ process_input (struct blk_conn *c)
     process_handshake (c);
   while (c->state == CONN_TRANSMISSION && process_one (c))
     ;
+  /* After end of stream, what was received is still served (requests
+   * beyond max-inflight wait in rbuf); the connection drains when nothing
+   * more can be read from rbuf. */
+  if (c->eof && c->state == CONN_TRANSMISSION) {
+    if (c->payload_req || c->discard_left) {
+      if (c->rlen == 0)
+        conn_fail (c, "client went away in the middle of a request");
+    }
+    else if (c->rlen < NBD_REQUEST_LEN)
+      drain (c, atomic_load (&c->kicked) ? "volume deleted" : "end of stream");
+  }
 }
 
 static void
@@ -703,6 +715,8 @@ arm_recv (struct blk_conn *c)
     drain (c, "volume deleted");
     return;
   }
+  if (c->eof)
+    return;
   struct io_uring_sqe *sqe = io_uring_get_sqe (&c->loop->ring);
   if (sqe == NULL) {
     io_uring_submit (&c->loop->ring);
@@ -750,6 +764,10 @@ blk_conn_recv_done (struct blk_conn *c, int res)
     if (res == 0 || res == -ECONNRESET || c->state == CONN_DRAINING) {
       if (c->state == CONN_HANDSHAKE)
         conn_fail (c, "client went away during the handshake");
+      else if (c->state == CONN_TRANSMISSION && c->rlen) {
+        c->eof = true;           /* requests still in rbuf: serve them first */
+        process_input (c);
+      }
       else if (c->payload_req || c->discard_left)
         conn_fail (c, "client went away in the middle of a request");
       else

@@ -272,7 +272,7 @@ loop_main (void *arg)
         begin_stop (l);
         blk_loop_flush_dirty (l);
       }
-      if (l->conns == NULL)
+      if (l->conns == NULL && l->vctx.background == 0)
         break;
     }
   }

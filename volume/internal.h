@@ -211,6 +211,7 @@ enum sub_kind { SUB_READ, SUB_WRITE, SUB_RMW_READ, SUB_FALLOC, SUB_FREE, SUB_COW
 struct release_op {
   int kind;                         /* SUB_RELEASE */
   uint32_t phys;
+  struct vol_ioctx *ctx;
 };
 
 /* fault.c: test-only fault injection (see vol_fault_set) */

@@ -308,6 +308,8 @@ chunk_release (struct vol_store *st, uint32_t phys, struct vol_ioctx *ctx)
       io_uring_prep_fallocate (sqe, st->pool_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                                (uint64_t) phys << st->chunk_shift, st->chunk_size);
       io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) op | ctx->tag);
+      op->ctx = ctx;
+      ctx->background++;
       return;
     }
     if (sqe)   /* no memory: turn the SQE into a no-op, punch synchronously */
@@ -330,6 +332,7 @@ io_release_cqe (struct vol_store *st, struct io_uring_cqe *cqe)
                            op->phys, strerror (-cqe->res));
   else
     alloc_free (st, op->phys);
+  op->ctx->background--;
   free (op);
 }
 

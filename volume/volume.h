@@ -174,6 +174,8 @@ struct vol_ioctx {
    * call vol_io_resume(io).  Used for flush completions and wake-ups. */
   void (*post) (struct vol_ioctx *ctx, struct vol_io *io);
   void *opaque;
+  unsigned background;    /* store-internal SQEs in flight (chunk releases): a
+                             loop must not exit before this is 0 */
 };
 
 enum vol_op { VOL_OP_READ, VOL_OP_WRITE, VOL_OP_FLUSH, VOL_OP_TRIM, VOL_OP_ZERO };

@@ -1,13 +1,14 @@
 /* tests/fuzz/fuzz-api.c — the HTTP API's request bodies: the input is sent
  * as the JSON body of POST /v1/volumes (create) and of PATCH
  * /v1/volumes/disk (resize), each over its own loopback TCP connection to
- * the real API (libmicrohttpd, its own thread).
+ * the real API (libmicrohttpd, its own thread), and of POST
+ * /v1/volumes/disk/snapshots (take a snapshot).
  *
  * Every answer must be a complete HTTP response; every status but 204 must
  * come with a JSON object body (for errors, {"error": {"code", "message"}}
  * with strings); a 5xx is a failure (nothing here should fail inside).
- * Volumes the input creates are deleted again so that the store stays
- * small. */
+ * Volumes and snapshots the input creates are deleted again so that the
+ * store stays small. */
 #include <errno.h>
 #include <json-c/json.h>
 #include <netinet/in.h>
@@ -162,7 +163,13 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   json_object_put (o);
   free (body);
 
-  /* Keep the store as it was: only "disk" (resizes only grow it, thinly). */
+  st = http ("POST", "/v1/volumes/" FZ_VOLUME "/snapshots", data, size, &body);
+  o = check_body ("POST /v1/volumes/" FZ_VOLUME "/snapshots", st, body);
+  json_object_put (o);
+  free (body);
+
+  /* Keep the store as it was: only "disk" (resizes only grow it, thinly)
+   * and its snapshot "s1" (clones from it go first). */
   struct vol_info *vi;
   size_t n;
   if (vol_list (blk_store, &vi, &n) == 0) {
@@ -173,6 +180,16 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
           fz_fail ("vol_delete %s: %s", vi[i].name, err);
       }
     free (vi);
+  }
+  struct vol_snap_info *si;
+  if (vol_snapshot_list (blk_store, NULL, &si, &n) == 0) {
+    for (size_t i = 0; i < n; i++)
+      if (strcmp (si[i].name, FZ_SNAPSHOT) != 0 || strcmp (si[i].vol_name, FZ_VOLUME) != 0) {
+        char err[400];
+        if (vol_snapshot_delete (blk_store, si[i].id, true, err, sizeof err) < 0)
+          fz_fail ("vol_snapshot_delete %s@%s: %s", si[i].vol_name, si[i].name, err);
+      }
+    free (si);
   }
   return 0;
 }

@@ -40,6 +40,7 @@ asks_structured (const uint8_t *p, size_t n)
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
+  fz_renew_snapshot (64);
   int fd = fz_nbd_connect ();
   struct fz_replies r;
   fz_replies_init (&r, asks_structured (data, size));

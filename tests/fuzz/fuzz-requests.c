@@ -66,6 +66,7 @@ go_acked (void *opaque)
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
+  fz_renew_snapshot (64);
   int fd = fz_nbd_connect ();
   struct fz_replies hs;
   fz_replies_init (&hs, true);

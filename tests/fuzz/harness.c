@@ -161,6 +161,9 @@ fz_init (const char *target, unsigned flags, int max_inflight)
   struct vol_info vi;
   if (vol_create (blk_store, FZ_VOLUME, FZ_VOLUME_SIZE, NULL, &vi, err, sizeof err) < 0)
     fz_fail ("vol_create: %s", err);
+  struct vol_snap_info si;
+  if (vol_snapshot_create (blk_store, FZ_VOLUME, FZ_SNAPSHOT, &si, err, sizeof err) < 0)
+    fz_fail ("vol_snapshot_create: %s", err);
   if ((flags & FZ_LOOPS) && blk_loops_start (1, err, sizeof err) < 0)
     fz_fail ("blk_loops_start: %s", err);
   if (flags & FZ_API) {
@@ -172,6 +175,20 @@ fz_init (const char *target, unsigned flags, int max_inflight)
 }
 
 int fz_api_port (void) { return fz_port; }
+
+void
+fz_renew_snapshot (unsigned n)
+{
+  static unsigned calls;
+  char err[400];
+  struct vol_snap_info si;
+  if (++calls % n)
+    return;
+  if (vol_snapshot_delete (blk_store, FZ_VOLUME "@" FZ_SNAPSHOT, true, err, sizeof err) < 0)
+    fz_fail ("vol_snapshot_delete: %s", err);
+  if (vol_snapshot_create (blk_store, FZ_VOLUME, FZ_SNAPSHOT, &si, err, sizeof err) < 0)
+    fz_fail ("vol_snapshot_create: %s", err);
+}
 
 int
 fz_nbd_connect (void)

@@ -20,6 +20,7 @@
 
 #define FZ_VOLUME       "disk"
 #define FZ_VOLUME_SIZE  (16u << 20)
+#define FZ_SNAPSHOT     "s1"            /* of FZ_VOLUME: "disk@s1", a read-only export */
 
 enum {
   FZ_LOOPS = 1,   /* start the event loops (NBD targets) */
@@ -38,6 +39,10 @@ void fz_default_flags (int *argc, char ***argv);
  * what flags ask for.  Once per process; cleans up at exit.  max_inflight
  * 0 keeps the default. */
 void fz_init (const char *target, unsigned flags, int max_inflight);
+/* Every n-th call, replace snapshot FZ_SNAPSHOT with a new one, so that
+ * writes keep meeting chunks shared with a snapshot (copy-on-write) and old
+ * snapshots get collected.  Only with no NBD connection open. */
+void fz_renew_snapshot (unsigned n);
 /* The API's port (FZ_API). */
 int fz_api_port (void);
 

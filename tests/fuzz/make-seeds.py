@@ -62,6 +62,7 @@ def req(cmd, offset=0, length=0, fl=0, cookie=None, payload=None):
 _cookie = 0
 MODERN = flags() + opt(OPT_STRUCTURED_REPLY) + opt(OPT_SET_META_CONTEXT, meta_data())
 
+_cookie = 0
 HANDSHAKE = {
     "go-plain": flags() + opt(OPT_GO, go_data()) + req(READ, 0, 512) + req(DISC),
     "go-modern": MODERN + opt(OPT_GO, go_data(infos=(INFO_NAME, INFO_DESCRIPTION, INFO_BLOCK_SIZE)))
@@ -89,8 +90,17 @@ HANDSHAKE = {
     "bad-client-flags": flags(0xFF) + opt(OPT_GO, go_data()),
     "flags-only": flags(),
     "long-name": flags() + opt(OPT_GO, go_data(b"n" * 4097)),
+    # the snapshot disk@s1 is a read-only export
+    "go-snapshot": MODERN[:4] + opt(OPT_STRUCTURED_REPLY)
+    + opt(OPT_SET_META_CONTEXT, meta_data(b"disk@s1")) + opt(OPT_GO, go_data(b"disk@s1"))
+    + req(READ, 0, 4096) + req(WRITE, 0, 512) + req(TRIM, 0, 4096) + req(WRITE_ZEROES, 0, 4096)
+    + req(BLOCK_STATUS, 0, SIZE) + req(FLUSH) + req(DISC),
+    "info-snapshot": flags() + opt(OPT_INFO, go_data(b"disk@s1", (INFO_NAME, INFO_DESCRIPTION)))
+    + opt(OPT_GO, go_data(b"disk@nope")) + opt(OPT_EXPORT_NAME, b"disk@s1") + req(READ, 0, 512)
+    + req(WRITE, 0, 16, FUA) + req(DISC),
 }
 
+_cookie = 0     # each table numbers its requests from 1: seeds stay stable
 REQUESTS = {
     "write-read-flush": req(WRITE, 0, 512) + req(READ, 0, 512) + req(FLUSH) + req(DISC),
     "unaligned": req(WRITE, 12345, 1000) + req(READ, 11000, 3000) + req(WRITE, SIZE - 7, 7)
@@ -144,6 +154,11 @@ API = {
     "name-number": b'{"name": 5, "size": "1G"}',
     "empty": b'',
     "too-large": b'{"name": "x", "size": "300T"}',
+    "clone": b'{"name": "c1", "size": 0, "from_snapshot": "disk@s1"}',
+    "clone-bigger": b'{"name": "c2", "size": "1G", "from_snapshot": "disk@s1"}',
+    "clone-unknown": b'{"name": "c3", "size": 0, "from_snapshot": "nope@x"}',
+    "snapshot": b'{"name": "s2"}',
+    "snapshot-exists": b'{"name": "s1"}',
 }
 
 
