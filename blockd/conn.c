@@ -165,10 +165,8 @@ hs_lookup (void *opaque, const char *name, struct nbd_export_info *info, char *m
   info->tflags = NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM
                  | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_SEND_FAST_ZERO | NBD_FLAG_SEND_DF
                  | NBD_FLAG_CAN_MULTI_CONN;
-  if (ro)   /* a snapshot: read-only */
-    info->tflags = (info->tflags & ~(NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES
-                                     | NBD_FLAG_SEND_FAST_ZERO | NBD_FLAG_SEND_FUA))
-                   | NBD_FLAG_READ_ONLY;
+  if (ro)   /* a snapshot: read-only; writes, trims and zeroes get EPERM */
+    info->tflags = (info->tflags & ~NBD_FLAG_SEND_FUA) | NBD_FLAG_READ_ONLY;
   info->min_block = 1;
   info->pref_block = 4096;
   info->max_block = NBD_MAX_PAYLOAD;

@@ -93,6 +93,9 @@ struct vol_store {
   size_t nlimbo, caplimbo;
   _Atomic uint32_t *pins;
 
+  /* a copy-on-write or tombstone may have left an entry nobody sees */
+  atomic_bool gc_needed;
+
   /* metadata written since the last WAL sync (for FUA) */
   _Atomic uint64_t meta_seq, meta_synced;
 
@@ -197,6 +200,8 @@ void holders_free (struct holders *h);
  * be NULL); frees their pool chunks once it is written.  Caller holds
  * st->lock and has already changed the in-memory state. */
 int store_gc (struct vol_store *st, rocksdb_writebatch_t *wb, char *err, size_t errlen);
+/* store_gc if a write asked for it (gc_needed).  Takes st->lock. */
+void store_gc_if_needed (struct vol_store *st);
 
 /* sync.c */
 int sync_start (struct vol_store *st);

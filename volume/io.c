@@ -371,6 +371,9 @@ cow_done (struct vol_io *io)
     free (s->cowbuf);
   }
   io->nsubs = 0;
+  /* the copied entry may now be seen by nobody (a clone's source that no
+   * snapshot keeps): the store collects it soon */
+  atomic_store (&st->gc_needed, true);
   write_done (v);
   post_all (w);
   if (io->result < 0 || vol_io_submit (io) == 1)
@@ -550,6 +553,7 @@ unmap_chunk (struct volume *v, uint64_t chunk, ment_t e)
         || (r = lin_hist_set (l, chunk, cur, TOMB)) < 0)
       return r;
     map_set (v, chunk, 0);
+    atomic_store (&st->gc_needed, true);
     return 0;
   }
   /* the volume's own data: the entry goes, and the chunk back to the pool;

@@ -316,8 +316,8 @@ hold_view (struct vol_store *st, struct holders *h, struct lineage *l, uint32_t 
   return 0;
 }
 
-/* Caller holds st->lock (and so no history changes but live appends, which
- * take each volume's lock: taken here around each live view). */
+/* Caller holds st->lock, so histories change only by live writes, under
+ * their volume's lock, which view_materialize takes around each lineage. */
 int
 holders_compute (struct vol_store *st, struct holders *h)
 {
@@ -409,6 +409,11 @@ gc_round (struct vol_store *st, rocksdb_writebatch_t *wb, struct freed *fr, char
         while ((h = l->leaves[i][j]) != NULL && k < h->n) {
           uint32_t p = h->e[k].phys;
           bool dead = p == TOMB ? !entry_in_view (l, h, k) : ho.count[p] == 0;
+          /* The live view always sees its newest entry.  One written since
+           * the holders were counted (a first write, a copy-on-write) was
+           * not counted: it must not be taken for garbage. */
+          if (dead && p != TOMB && l->live && k + 1 == h->n)
+            dead = false;
           /* a tombstone with nothing under it hides nothing */
           if (p == TOMB && !dead && k == 0 && l->base == NULL)
             dead = true;
@@ -461,6 +466,18 @@ gc_round (struct vol_store *st, rocksdb_writebatch_t *wb, struct freed *fr, char
     dropped++;
   }
   return r < 0 ? r : dropped;
+}
+
+void
+store_gc_if_needed (struct vol_store *st)
+{
+  if (!atomic_exchange (&st->gc_needed, false))
+    return;
+  char err[300];
+  pthread_mutex_lock (&st->lock);
+  if (store_gc (st, NULL, err, sizeof err) < 0)
+    log_warn ("collecting unused chunks: %s", err);
+  pthread_mutex_unlock (&st->lock);
 }
 
 int

@@ -653,6 +653,7 @@ void
 vol_store_close (struct vol_store *st)
 {
   sync_stop (st);
+  store_gc_if_needed (st);
   int r = sync_now (st);
   if (r < 0)
     log_error ("final sync of %s failed: %s", st->dir, strerror (-r));

@@ -592,6 +592,30 @@ view_of (struct vol_store *st, const char *ref, ment_t ***lv, uint64_t *nl, uint
   return -ENOENT;
 }
 
+/* The lineage a reference reads from: a snapshot's, or a live volume's. */
+static struct lineage *
+lineage_of (struct vol_store *st, const char *ref)
+{
+  if (strchr (ref, '@') || strlen (ref) == VOL_ID_LEN) {
+    struct snapshot *s = find_snapshot_unlocked (st, ref);
+    if (s)
+      return s->lin;
+  }
+  struct volume *v = find_volume_unlocked (st, ref);
+  return v ? v->lin : NULL;
+}
+
+/* Do two views share any history (a lineage in both their chains)? */
+static bool
+related (struct lineage *a, struct lineage *b)
+{
+  for (struct lineage *x = a; x; x = x->base)
+    for (struct lineage *y = b; y; y = y->base)
+      if (x == y)
+        return true;
+  return false;
+}
+
 static uint64_t
 size_of (struct vol_store *st, const char *ref)
 {
@@ -608,6 +632,13 @@ vol_diff (struct vol_store *st, const char *from, const char *to, vol_range_fn f
           char *err, size_t errlen)
 {
   pthread_mutex_lock (&st->lock);
+  struct lineage *la = lineage_of (st, from), *lb = lineage_of (st, to);
+  if (la && lb && !related (la, lb)) {
+    pthread_mutex_unlock (&st->lock);
+    set_err (err, errlen, "%.120s and %.120s do not come from the same volume: there is no "
+             "history to compare (diff a snapshot with a later snapshot or its volume)", from, to);
+    return -EINVAL;
+  }
   uint64_t sa = size_of (st, from), sb = size_of (st, to);
   uint64_t size = sa > sb ? sa : sb;
   uint64_t nchunks = (size + st->chunk_size - 1) >> st->chunk_shift;

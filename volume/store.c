@@ -684,6 +684,7 @@ void
 vol_store_pool_info (struct vol_store *st, struct vol_pool_info *pi)
 {
   memset (pi, 0, sizeof *pi);
+  store_gc_if_needed (st);          /* report settled figures */
   pthread_mutex_lock (&st->alloc_lock);
   uint64_t nfree = st->nfree + st->nlimbo;     /* limbo is free, just not yet reusable */
   pthread_mutex_unlock (&st->alloc_lock);

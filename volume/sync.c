@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -42,14 +43,25 @@ sync_now (struct vol_store *st)
   return r;
 }
 
+/* The sync thread also collects, at most once a second, chunks that
+ * copy-on-write left unseen (store_gc_if_needed): it may block. */
 static void *
 sync_main (void *arg)
 {
   struct vol_store *st = arg;
   pthread_mutex_lock (&st->sync_lock);
   for (;;) {
-    while (st->sync_head == NULL && !st->sync_stop)
-      pthread_cond_wait (&st->sync_cond, &st->sync_lock);
+    while (st->sync_head == NULL && !st->sync_stop) {
+      struct timespec ts;
+      clock_gettime (CLOCK_REALTIME, &ts);
+      ts.tv_sec += 1;
+      pthread_cond_timedwait (&st->sync_cond, &st->sync_lock, &ts);
+      if (st->sync_head == NULL && !st->sync_stop && atomic_load (&st->gc_needed)) {
+        pthread_mutex_unlock (&st->sync_lock);
+        store_gc_if_needed (st);
+        pthread_mutex_lock (&st->sync_lock);
+      }
+    }
     if (st->sync_head == NULL)
       break;
     struct vol_io *batch = st->sync_head;

@@ -103,7 +103,11 @@ def verify(uri, state):
                                                   and got != block_data(b, acked.get(key, 0))):
             bad += 1
             if bad <= 5:
-                print("block %d: holds none of generations %s" % (b, sorted(ok)))
+                what = "zeros" if got == bytes(BS) else "?"
+                for g in range(0, max(ok) + 3):
+                    if got == block_data(b, g):
+                        what = "generation %d" % g
+                print("block %d: holds none of generations %s (it holds %s)" % (b, sorted(ok), what))
         checked += 1
     h.shutdown()
     print("verified %d blocks (%d bytes), %d writes acknowledged, %d flushed, %d bad"
