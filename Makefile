@@ -69,7 +69,7 @@ integration: all
 test: unit integration fuzz-smoke
 
 check-long: all
-	@ITERATIONS=50 BUILD=$(BUILD) sh tests/run-integration.sh test-kill9 tests/integration/long-snapshot-crash.sh
+	@ITERATIONS=50 BUILD=$(BUILD) sh tests/run-integration.sh test-kill9 test-snapshot-crash
 
 run: all
 	@mkdir -p var/blockd

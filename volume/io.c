@@ -149,6 +149,8 @@ map_for_write (struct volume *v, uint64_t chunk)
   if (r < 0)
     return r;
   struct lineage *l = v->lin;
+  log_debug ("volume %s: chunk %llu gets pool chunk %u at gen %u", v->name,
+             (unsigned long long) chunk, phys, l->cur_gen);
   if ((r = meta_put_entry (st, NULL, l, chunk, l->cur_gen, phys)) < 0
       || (r = lin_hist_set (l, chunk, l->cur_gen, phys)) < 0
       || (r = map_set (v, chunk, ME_MAKE (phys + 1, l->cur_gen))) < 0) {
@@ -238,12 +240,16 @@ post_all (struct vol_io *w)
   }
 }
 
-/* Caller holds v->lock: io waits on list and runs again when woken. */
+/* Caller holds v->lock: io waits on list and runs again when woken.  The
+ * list is kept in arrival order, and woken in that order, so that waiting
+ * does not reorder a client's writes. */
 static int
 park (struct vol_io *io, struct vol_io **list)
 {
   io->phase = PH_PARKED;
-  io->next = *list;
+  io->next = NULL;
+  while (*list)
+    list = &(*list)->next;
   *list = io;
   return 0;
 }
@@ -354,8 +360,12 @@ cow_done (struct vol_io *io)
   for (unsigned i = 0; i < io->nsubs; i++) {
     struct vol_sub *s = &io->subs[i];
     ment_t e = map_get (v, s->chunk) & ~ME_BUSY;
-    if (io->result == 0 && lin_hist_set (v->lin, s->chunk, v->lin->cur_gen, s->freed) == 0)
+    if (io->result == 0 && lin_hist_set (v->lin, s->chunk, v->lin->cur_gen, s->freed) == 0) {
+      log_debug ("volume %s: chunk %llu copied from pool chunk %u (gen %u) to %u at gen %u",
+                 v->name, (unsigned long long) s->chunk, ME_PHYS1 (e) - 1, ME_GEN (e), s->freed,
+                 v->lin->cur_gen);
       e = ME_MAKE (s->freed + 1, v->lin->cur_gen);
+    }
     else
       set_result (io, -ENOMEM);
     map_set (v, s->chunk, e);

@@ -56,7 +56,11 @@ def write(uri, state, seed):
     try:
         while True:
             while len(inflight) < 8:
+                # never two writes to one block at once: the server may run
+                # them in either order, so the result would be undefined
                 b = rnd.randrange(nblocks)
+                while any(b == x[0] for x in inflight.values()):
+                    b = rnd.randrange(nblocks)
                 g = gens.get(b, 0) + 1
                 gens[b] = g
                 buf = nbd.Buffer.from_bytearray(bytearray(block_data(b, g)))

@@ -6,11 +6,6 @@
 # there, every listed volume and snapshot export is readable, snapshots that
 # existed before read exactly as before, and nothing is leaked.
 # ITERATIONS rounds (default 4).
-#
-# KNOWN FAILURE (open, see the issue on snapshots): about one round in three
-# loses one acknowledged 4 KiB write on the copy-on-write volume (it reads
-# the generation before).  It is run by `make check-long`, not `make test`,
-# until that is fixed.
 . "$(dirname "$0")/lib.sh"
 need nbdsh
 ITERATIONS=${ITERATIONS:-4}
