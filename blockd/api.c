@@ -2,6 +2,7 @@
  * thread.  It only manages volumes: no data goes through it. */
 #include "blockd/internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <json-c/json.h>
@@ -779,20 +780,15 @@ on_mhd_log (void *cls, const char *fmt, va_list ap)
 int
 blk_api_start (const char *hostport, char *err, size_t errlen)
 {
-  char host[128], port[16];
-  int p;
-  if (blk_split_hostport (hostport, host, sizeof host, &p) < 0) {
-    snprintf (err, errlen, "api: \"%s\" is not HOST:PORT", hostport);
-    return -EINVAL;
-  }
-  snprintf (port, sizeof port, "%d", p);
-  struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
   struct addrinfo *ai;
-  int r = getaddrinfo (host, port, &hints, &ai);
-  if (r) {
-    snprintf (err, errlen, "api: cannot resolve %s: %s", hostport, gai_strerror (r));
-    return -EINVAL;
+  char sub[300];
+  int r = blk_resolve (hostport, &ai, sub, sizeof sub);
+  if (r < 0) {
+    snprintf (err, errlen, "api: %s", sub);
+    return r;
   }
+  int p = ntohs (ai->ai_family == AF_INET6 ? ((struct sockaddr_in6 *) ai->ai_addr)->sin6_port
+                                           : ((struct sockaddr_in *) ai->ai_addr)->sin_port);
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
   if (ai->ai_family == AF_INET6)
     flags |= MHD_USE_IPv6;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -84,6 +85,25 @@ blk_split_hostport (const char *s, char *host, size_t hostlen, int *port)
   memcpy (host, h, hl);
   host[hl] = '\0';
   *port = (int) p;
+  return 0;
+}
+
+int
+blk_resolve (const char *hostport, struct addrinfo **out, char *err, size_t errlen)
+{
+  char host[128], port[16];
+  int p;
+  if (blk_split_hostport (hostport, host, sizeof host, &p) < 0) {
+    snprintf (err, errlen, "\"%s\" is not HOST:PORT", hostport);
+    return -EINVAL;
+  }
+  snprintf (port, sizeof port, "%d", p);
+  struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+  int r = getaddrinfo (host, port, &hints, out);
+  if (r) {
+    snprintf (err, errlen, "cannot resolve %s: %s", hostport, gai_strerror (r));
+    return -EINVAL;
+  }
   return 0;
 }
 

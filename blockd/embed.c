@@ -18,23 +18,6 @@
 void
 blk_loop_adopt (int fd)
 {
-  struct blk_loop *l = &blk_loops[0];
   atomic_fetch_add (&blk_nconns, 1);
-  pthread_mutex_lock (&l->inbox_lock);
-  if (l->ninbox_fds == l->capinbox_fds) {
-    size_t cap = l->capinbox_fds ? 2 * l->capinbox_fds : 16;
-    int *n = realloc (l->inbox_fds, cap * sizeof *n);
-    if (n == NULL) {
-      pthread_mutex_unlock (&l->inbox_lock);
-      log_error ("out of memory handing over a connection");
-      close (fd);
-      atomic_fetch_sub (&blk_nconns, 1);
-      return;
-    }
-    l->inbox_fds = n;
-    l->capinbox_fds = cap;
-  }
-  l->inbox_fds[l->ninbox_fds++] = fd;
-  pthread_mutex_unlock (&l->inbox_lock);
-  blk_loop_wake (l);
+  blk_loop_post_fd (&blk_loops[0], fd);
 }

@@ -42,6 +42,10 @@ void blk_config_dump (const struct blk_config *c, FILE *out);
 void blk_config_usage (FILE *out);
 /* Split "HOST:PORT" ("[::1]:PORT" for IPv6).  Returns 0 or -EINVAL. */
 int blk_split_hostport (const char *s, char *host, size_t hostlen, int *port);
+/* Resolve "HOST:PORT" for listening; *out is freed with freeaddrinfo.
+ * Returns 0 or -EINVAL with a message in err. */
+struct addrinfo;
+int blk_resolve (const char *hostport, struct addrinfo **out, char *err, size_t errlen);
 
 /* ---- loop.c: one io_uring event loop per thread --------------------------- */
 /* user_data tags (low 3 bits; every pointer we submit is 8-aligned) */
@@ -93,6 +97,7 @@ extern atomic_uint blk_nconns;
 int blk_loops_start (unsigned n, char *err, size_t errlen);
 void blk_loops_stop (void);
 void blk_loop_wake (struct blk_loop *l);
+void blk_loop_post_fd (struct blk_loop *l, int fd);
 
 /* ---- conn.c: one NBD connection ------------------------------------------- */
 void blk_conn_start (struct blk_loop *l, int fd);

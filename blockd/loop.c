@@ -95,8 +95,10 @@ post_io (struct vol_ioctx *ctx, struct vol_io *io)
   blk_loop_wake (l);
 }
 
-static void
-post_fd (struct blk_loop *l, int fd)
+/* Hand connection fd (already counted in blk_nconns) to loop l, which owns
+ * it from here and closes it.  Any thread. */
+void
+blk_loop_post_fd (struct blk_loop *l, int fd)
 {
   pthread_mutex_lock (&l->inbox_lock);
   if (l->ninbox_fds == l->capinbox_fds) {
@@ -196,7 +198,7 @@ on_accept (struct blk_loop *l, struct blk_listener *ls, int res)
   if (target == l)
     blk_conn_start (l, fd);
   else
-    post_fd (target, fd);
+    blk_loop_post_fd (target, fd);
 }
 
 static void

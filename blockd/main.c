@@ -19,20 +19,10 @@
 static int
 listen_tcp (const char *hostport, struct blk_listener *ls, char *err, size_t errlen)
 {
-  char host[128], port[16];
-  int p;
-  if (blk_split_hostport (hostport, host, sizeof host, &p) < 0) {
-    snprintf (err, errlen, "\"%s\" is not HOST:PORT", hostport);
-    return -EINVAL;
-  }
-  snprintf (port, sizeof port, "%d", p);
-  struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
   struct addrinfo *ai;
-  int r = getaddrinfo (host, port, &hints, &ai);
-  if (r) {
-    snprintf (err, errlen, "cannot resolve %s: %s", hostport, gai_strerror (r));
-    return -EINVAL;
-  }
+  int r = blk_resolve (hostport, &ai, err, errlen);
+  if (r < 0)
+    return r;
   int fd = socket (ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   if (fd >= 0)

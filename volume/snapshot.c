@@ -78,6 +78,17 @@ snap_info (struct vol_store *st, struct snapshot *s, struct vol_snap_info *si,
   free (lv);
 }
 
+/* snap_info with the exclusive bytes, which need a pass over every view. */
+static void
+snap_info_accounted (struct vol_store *st, struct snapshot *s, struct vol_snap_info *si)
+{
+  struct holders h;
+  bool hv = holders_compute (st, &h) == 0;
+  snap_info (st, s, si, hv ? &h : NULL);
+  if (hv)
+    holders_free (&h);
+}
+
 static struct volume *
 view_new (struct vol_store *st, struct snapshot *s)
 {
@@ -254,13 +265,8 @@ vol_snapshot_create (struct vol_store *st, const char *vol, const char *name,
   st->snaps = s;
   log_info ("snapshot %s@%s (%s) taken in %.3f ms", v->name, s->name, s->id,
             (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
-  if (out) {
-    struct holders h;
-    bool hv = holders_compute (st, &h) == 0;
-    snap_info (st, s, out, hv ? &h : NULL);
-    if (hv)
-      holders_free (&h);
-  }
+  if (out)
+    snap_info_accounted (st, s, out);
   pthread_mutex_unlock (&st->lock);
   return 0;
 }
@@ -323,13 +329,8 @@ vol_snapshot_stat (struct vol_store *st, const char *ref, struct vol_snap_info *
 {
   pthread_mutex_lock (&st->lock);
   struct snapshot *s = find_snapshot_unlocked (st, ref);
-  if (s) {
-    struct holders h;
-    bool hv = holders_compute (st, &h) == 0;
-    snap_info (st, s, out, hv ? &h : NULL);
-    if (hv)
-      holders_free (&h);
-  }
+  if (s)
+    snap_info_accounted (st, s, out);
   pthread_mutex_unlock (&st->lock);
   if (s == NULL) {
     set_err (err, errlen, "snapshot \"%.120s\" not found (name it VOL@SNAP or by id)", ref);
