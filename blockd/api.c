@@ -617,11 +617,12 @@ debug_faults (struct MHD_Connection *conn, struct req_ctx *rc)
   int r = -EINVAL;
   if (vop != VOL_OP_FLUSH && err && count >= 0 && count <= 1000000)
     r = vol_fault_set (jv ? json_object_get_string (jv) : NULL, vop, err, (unsigned) count);
+  if (r == 0)   /* op and er point into o */
+    log_warn ("fault injection: next %lld pool %s operations fail with %s", (long long) count, op, er);
   json_object_put (o);
   if (r < 0)
     return send_error (conn, 400, "fault: op must be read, write, trim or zero; error EIO or ENOSPC; "
                        "count 0 (clear) to 1000000");
-  log_warn ("fault injection: next %lld pool %s operations fail with %s", (long long) count, op, er);
   return send_json (conn, 204, NULL);
 }
 
