@@ -70,6 +70,10 @@ char *ctl_escape (const char *s);
  * string *Q, or "?KEY=VALUE" when *Q is NULL.  Returns false on out of
  * memory (*Q is unchanged and still the caller's). */
 bool ctl_query_add (char **q, const char *key, const char *value);
+/* GET base + q (q is freed), expect {"KEY": [...]}, print it as JSON or
+ * with table.  Returns an exit code. */
+int ctl_get_list (const struct ctl_globals *g, const char *base, char *q, const char *key,
+                  int (*table) (struct json_object *list));
 
 /* ---- output.c */
 /* Pretty-print OBJ as JSON on stdout, followed by a newline. */

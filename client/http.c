@@ -289,3 +289,36 @@ ctl_http (const struct ctl_globals *g, const char *method, const char *path,
   free (a.data);
   return r;
 }
+
+int
+ctl_get_list (const struct ctl_globals *g, const char *base, char *q, const char *key,
+              int (*table) (struct json_object *list))
+{
+  char *path = malloc (strlen (base) + (q ? strlen (q) : 0) + 1);
+  if (path == NULL) {
+    free (q);
+    ctl_error ("out of memory");
+    return CTL_EXIT_SERVER;
+  }
+  sprintf (path, "%s%s", base, q ? q : "");
+  free (q);
+
+  struct json_object *j, *list;
+  int r = ctl_http (g, "GET", path, NULL, &j);
+  if (r == CTL_EXIT_OK) {
+    if (!json_object_is_type (j, json_type_object)
+        || !json_object_object_get_ex (j, key, &list)
+        || !json_object_is_type (list, json_type_array)) {
+      ctl_error ("blockd at %s sent an unexpected answer to GET %s (no "
+                 "\"%s\" list)", g->api, path, key);
+      r = CTL_EXIT_SERVER;
+    }
+    else if (g->json)
+      ctl_print_json (j);
+    else
+      r = table (list);
+  }
+  json_object_put (j);
+  free (path);
+  return r;
+}

@@ -113,35 +113,12 @@ cmd_list (const struct ctl_globals *g, int argc, char **argv)
   if (npos == 1 && (r = ctl_check_name ("volume", pos[0])))
     return r;
 
-  char *q = NULL, *path = NULL;
-  if ((npos == 1 && !ctl_query_add (&q, "volume", pos[0]))
-      || (path = malloc (strlen ("/v1/snapshots") + (q ? strlen (q) : 0) + 1))
-         == NULL) {
-    free (q);
+  char *q = NULL;
+  if (npos == 1 && !ctl_query_add (&q, "volume", pos[0])) {
     ctl_error ("out of memory");
     return CTL_EXIT_SERVER;
   }
-  sprintf (path, "/v1/snapshots%s", q ? q : "");
-  free (q);
-
-  struct json_object *j, *snaps;
-  r = ctl_http (g, "GET", path, NULL, &j);
-  if (r == CTL_EXIT_OK) {
-    if (!json_object_is_type (j, json_type_object)
-        || !json_object_object_get_ex (j, "snapshots", &snaps)
-        || !json_object_is_type (snaps, json_type_array)) {
-      ctl_error ("blockd at %s sent an unexpected answer to GET %s (no "
-                 "\"snapshots\" list)", g->api, path);
-      r = CTL_EXIT_SERVER;
-    }
-    else if (g->json)
-      ctl_print_json (j);
-    else
-      r = ctl_print_snapshot_table (snaps);
-  }
-  json_object_put (j);
-  free (path);
-  return r;
+  return ctl_get_list (g, "/v1/snapshots", q, "snapshots", ctl_print_snapshot_table);
 }
 
 /* Parse the one VOLUME@SNAPSHOT of "snapshot show/delete" into *REF.

@@ -171,38 +171,16 @@ cmd_list (const struct ctl_globals *g, int argc, char **argv)
     return ctl_usage_error ("volume list: --sort must be \"name\", \"size\" "
                             "or \"created\", not \"%s\"", sort);
 
-  char *q = NULL, *path = NULL;
+  char *q = NULL;
   if ((prefix && !ctl_query_add (&q, "prefix", prefix))
       || (status && !ctl_query_add (&q, "status", status))
       || (sort && !ctl_query_add (&q, "sort", sort))
-      || (reverse && !ctl_query_add (&q, "order", "desc"))
-      || (path = malloc (strlen ("/v1/volumes") + (q ? strlen (q) : 0) + 1))
-         == NULL) {
+      || (reverse && !ctl_query_add (&q, "order", "desc"))) {
     free (q);
     ctl_error ("out of memory");
     return CTL_EXIT_SERVER;
   }
-  sprintf (path, "/v1/volumes%s", q ? q : "");
-  free (q);
-
-  struct json_object *j, *vols;
-  r = ctl_http (g, "GET", path, NULL, &j);
-  if (r == CTL_EXIT_OK) {
-    if (!json_object_is_type (j, json_type_object)
-        || !json_object_object_get_ex (j, "volumes", &vols)
-        || !json_object_is_type (vols, json_type_array)) {
-      ctl_error ("blockd at %s sent an unexpected answer to GET %s (no "
-                 "\"volumes\" list)", g->api, path);
-      r = CTL_EXIT_SERVER;
-    }
-    else if (g->json)
-      ctl_print_json (j);
-    else
-      r = ctl_print_volume_table (vols);
-  }
-  json_object_put (j);
-  free (path);
-  return r;
+  return ctl_get_list (g, "/v1/volumes", q, "volumes", ctl_print_volume_table);
 }
 
 static int
