@@ -121,7 +121,7 @@ struct volume {
   char source[2 * VOL_NAME_MAX + 2];/* VOL@SNAP a clone was made from, or "" */
 
   pthread_mutex_t lock;             /* everything below, and lin's history */
-  uint64_t size;
+  _Atomic uint64_t size;            /* changed under lock; read without it on the I/O path */
   ment_t **leaves;                  /* chunk map of the live view */
   uint64_t nleaves;
   uint64_t nmapped;                 /* own (not inherited) chunks mapped */
@@ -150,6 +150,7 @@ int meta_put_volume (struct volume *v, rocksdb_writebatch_t *wb);
 int meta_write (struct vol_store *st, rocksdb_writebatch_t *wb, char *err, size_t errlen);
 struct volume *volume_new (struct vol_store *st);
 struct volume *find_volume_unlocked (struct vol_store *st, const char *name_or_id);
+unsigned volume_retire (struct volume *v, bool force);
 int registry_add (struct vol_store *st, struct volume *v);
 void fill_info (struct volume *v, struct vol_info *vi);
 int alloc_chunk (struct vol_store *st, uint32_t *phys);
@@ -158,6 +159,9 @@ void alloc_promote (struct vol_store *st, uint64_t synced);
 /* Drop the volume's claim on phys: frees it now, or when its pins drain.
  * ctx may be NULL (then the hole is punched synchronously). */
 void chunk_unmap (struct vol_store *st, uint32_t phys, struct vol_ioctx *ctx);
+/* The first half of chunk_unmap: true if no I/O pins phys, and the caller
+ * must now release it (punch it, then alloc_free); else the last pin will. */
+bool chunk_unmap_claim (struct vol_store *st, uint32_t phys);
 void chunk_release (struct vol_store *st, uint32_t phys, struct vol_ioctx *ctx);
 void volume_put (struct volume *v);
 void set_err (char *err, size_t errlen, const char *fmt, ...)
@@ -170,6 +174,8 @@ const char *vol_type_invalid (const char *type);
 
 /* lineage.c */
 struct lineage *lin_new (struct vol_store *st, struct lineage *base, uint32_t base_gen);
+void lin_free (struct lineage *l);        /* memory only */
+bool lin_empty (const struct lineage *l); /* no entry left */
 void lin_link (struct vol_store *st, struct lineage *l);
 int lin_put (struct vol_store *st, rocksdb_writebatch_t *wb, struct lineage *l);
 struct hist *lin_hist (struct lineage *l, uint64_t chunk);

@@ -626,9 +626,7 @@ do_zero (struct vol_io *io)
       if (freed == 0)
         continue;
       uint32_t fp = (uint32_t) freed - 1;
-      uint32_t old = atomic_fetch_or (&st->pins[fp], PIN_FREE_PENDING);
-      if ((old & ~PIN_FREE_PENDING) == 0) {
-        atomic_store (&st->pins[fp], 0);
+      if (chunk_unmap_claim (st, fp)) {
         struct vol_sub *s = sub_add (io, SUB_FREE, NO_CHUNK, (uint64_t) fp << st->chunk_shift,
                                      st->chunk_size, 0);
         s->fmode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;

@@ -38,6 +38,29 @@ lin_link (struct vol_store *st, struct lineage *l)
     l->base->nchildren++;
 }
 
+void
+lin_free (struct lineage *l)
+{
+  for (uint64_t i = 0; i < l->nleaves; i++) {
+    for (unsigned j = 0; l->leaves[i] && j < LEAF_ENTRIES; j++)
+      free (l->leaves[i][j]);
+    free (l->leaves[i]);
+  }
+  free (l->leaves);
+  free (l->vgens);
+  free (l);
+}
+
+bool
+lin_empty (const struct lineage *l)
+{
+  for (uint64_t i = 0; i < l->nleaves; i++)
+    for (unsigned j = 0; l->leaves[i] && j < LEAF_ENTRIES; j++)
+      if (l->leaves[i][j])
+        return false;
+  return true;
+}
+
 static void
 lin_unlink_free (struct vol_store *st, struct lineage *l)
 {
@@ -48,16 +71,7 @@ lin_unlink_free (struct vol_store *st, struct lineage *l)
     }
   if (l->base)
     l->base->nchildren--;
-  for (uint64_t i = 0; i < l->nleaves; i++) {
-    if (l->leaves[i] == NULL)
-      continue;
-    for (unsigned j = 0; j < LEAF_ENTRIES; j++)
-      free (l->leaves[i][j]);
-    free (l->leaves[i]);
-  }
-  free (l->leaves);
-  free (l->vgens);
-  free (l);
+  lin_free (l);
 }
 
 int
@@ -450,11 +464,7 @@ gc_round (struct vol_store *st, rocksdb_writebatch_t *wb, struct freed *fr, char
     next = l->next;
     if (l->live || l->nv || l->nchildren)
       continue;
-    bool empty = true;
-    for (uint64_t i = 0; i < l->nleaves && empty; i++)
-      for (unsigned j = 0; l->leaves[i] && j < LEAF_ENTRIES && empty; j++)
-        empty = l->leaves[i][j] == NULL;
-    if (!empty)
+    if (!lin_empty (l))
       continue;
     char key[1 + VOL_ID_LEN];
     key[0] = 'L';

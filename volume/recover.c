@@ -535,14 +535,7 @@ store_free (struct vol_store *st)
   while (st->lineages) {
     struct lineage *l = st->lineages;
     st->lineages = l->next;
-    for (uint64_t i = 0; i < l->nleaves; i++) {
-      for (unsigned j = 0; l->leaves[i] && j < LEAF_ENTRIES; j++)
-        free (l->leaves[i][j]);
-      free (l->leaves[i]);
-    }
-    free (l->leaves);
-    free (l->vgens);
-    free (l);
+    lin_free (l);
   }
   if (st->db)
     rocksdb_close (st->db);
@@ -709,13 +702,9 @@ vol_store_check (const char *dir, FILE *out)
     holders_free (&h);
   }
   for (struct lineage *l = st->lineages; l; l = l->next) {
-    bool empty = true;
-    for (uint64_t i = 0; i < l->nleaves && empty; i++)
-      for (unsigned j = 0; l->leaves[i] && j < LEAF_ENTRIES && empty; j++)
-        empty = l->leaves[i][j] == NULL;
     if (!l->live && !l->nv && !l->nchildren) {
       fprintf (out, "lineage %s is not used by any volume, snapshot or clone%s\n", l->id,
-               empty ? "" : " and holds data");
+               lin_empty (l) ? "" : " and holds data");
       problems++;
     }
   }

@@ -281,20 +281,12 @@ vol_snapshot_delete (struct vol_store *st, const char *ref, bool force, char *er
     set_err (err, errlen, "snapshot \"%.120s\" not found (name it VOL@SNAP or by id)", ref);
     return -ENOENT;
   }
-  if (s->view) {
-    pthread_mutex_lock (&s->view->lock);
-    unsigned n = s->view->nsessions;
-    if (n && !force) {
-      pthread_mutex_unlock (&s->view->lock);
-      pthread_mutex_unlock (&st->lock);
-      set_err (err, errlen, "snapshot %s@%s is exported to %u NBD connection%s; disconnect "
-               "them or delete with force", s->vol_name, s->name, n, n == 1 ? "" : "s");
-      return -EBUSY;
-    }
-    for (struct vol_session *ss = s->view->sessions; ss; ss = ss->next)
-      ss->kick (ss);
-    s->view->deleted = true;
-    pthread_mutex_unlock (&s->view->lock);
+  unsigned n;
+  if (s->view && (n = volume_retire (s->view, force)) != 0) {
+    pthread_mutex_unlock (&st->lock);
+    set_err (err, errlen, "snapshot %s@%s is exported to %u NBD connection%s; disconnect "
+             "them or delete with force", s->vol_name, s->name, n, n == 1 ? "" : "s");
+    return -EBUSY;
   }
   rocksdb_writebatch_t *wb = rocksdb_writebatch_create ();
   char key[1 + VOL_ID_LEN];
@@ -577,33 +569,30 @@ vol_rollback (struct vol_store *st, const char *name_or_id, const char *ref,
 }
 
 /* ---- diff ------------------------------------------------------------------------ */
-static int
-view_of (struct vol_store *st, const char *ref, ment_t ***lv, uint64_t *nl, uint64_t nchunks,
-        char *err, size_t errlen)
-{
-  if (strchr (ref, '@') || strlen (ref) == VOL_ID_LEN) {
-    struct snapshot *s = find_snapshot_unlocked (st, ref);
-    if (s)
-      return view_materialize (s->lin, s->gen, nchunks, lv, nl, false, NULL, NULL);
-  }
-  struct volume *v = find_volume_unlocked (st, ref);
-  if (v)
-    return view_materialize (v->lin, v->lin->cur_gen, nchunks, lv, nl, false, NULL, NULL);
-  set_err (err, errlen, "\"%.120s\" is neither a snapshot (VOL@SNAP) nor a volume", ref);
-  return -ENOENT;
-}
 
-/* The lineage a reference reads from: a snapshot's, or a live volume's. */
-static struct lineage *
-lineage_of (struct vol_store *st, const char *ref)
+/* What a diff names: a snapshot (VOL@SNAP or an id) or a live volume, as a
+ * view (lineage, generation) and its size.  Caller holds st->lock. */
+struct view_ref {
+  struct lineage *lin;
+  uint32_t gen;
+  uint64_t size;
+};
+
+static bool
+resolve_view (struct vol_store *st, const char *ref, struct view_ref *out)
 {
-  if (strchr (ref, '@') || strlen (ref) == VOL_ID_LEN) {
-    struct snapshot *s = find_snapshot_unlocked (st, ref);
-    if (s)
-      return s->lin;
+  struct snapshot *s = strchr (ref, '@') || strlen (ref) == VOL_ID_LEN
+                         ? find_snapshot_unlocked (st, ref) : NULL;
+  if (s) {
+    *out = (struct view_ref) { .lin = s->lin, .gen = s->gen, .size = s->size };
+    return true;
   }
   struct volume *v = find_volume_unlocked (st, ref);
-  return v ? v->lin : NULL;
+  if (v) {
+    *out = (struct view_ref) { .lin = v->lin, .gen = v->lin->cur_gen, .size = v->size };
+    return true;
+  }
+  return false;
 }
 
 /* Do two views share any history (a lineage in both their chains)? */
@@ -617,37 +606,32 @@ related (struct lineage *a, struct lineage *b)
   return false;
 }
 
-static uint64_t
-size_of (struct vol_store *st, const char *ref)
-{
-  struct snapshot *s = strchr (ref, '@') || strlen (ref) == VOL_ID_LEN
-                         ? find_snapshot_unlocked (st, ref) : NULL;
-  if (s)
-    return s->size;
-  struct volume *v = find_volume_unlocked (st, ref);
-  return v ? v->size : 0;
-}
-
 int
 vol_diff (struct vol_store *st, const char *from, const char *to, vol_range_fn fn, void *opaque,
           char *err, size_t errlen)
 {
   pthread_mutex_lock (&st->lock);
-  struct lineage *la = lineage_of (st, from), *lb = lineage_of (st, to);
-  if (la && lb && !related (la, lb)) {
+  struct view_ref va, vb;
+  bool fa = resolve_view (st, from, &va), fb = fa && resolve_view (st, to, &vb);
+  if (!fa || !fb) {
+    pthread_mutex_unlock (&st->lock);
+    set_err (err, errlen, "\"%.120s\" is neither a snapshot (VOL@SNAP) nor a volume",
+             fa ? to : from);
+    return -ENOENT;
+  }
+  if (!related (va.lin, vb.lin)) {
     pthread_mutex_unlock (&st->lock);
     set_err (err, errlen, "%.120s and %.120s do not come from the same volume: there is no "
              "history to compare (diff a snapshot with a later snapshot or its volume)", from, to);
     return -EINVAL;
   }
-  uint64_t sa = size_of (st, from), sb = size_of (st, to);
-  uint64_t size = sa > sb ? sa : sb;
+  uint64_t size = va.size > vb.size ? va.size : vb.size;
   uint64_t nchunks = (size + st->chunk_size - 1) >> st->chunk_shift;
   ment_t **a = NULL, **b = NULL;
   uint64_t na = 0, nb = 0;
-  int r = view_of (st, from, &a, &na, nchunks, err, errlen);
+  int r = view_materialize (va.lin, va.gen, nchunks, &a, &na, false, NULL, NULL);
   if (r == 0)
-    r = view_of (st, to, &b, &nb, nchunks, err, errlen);
+    r = view_materialize (vb.lin, vb.gen, nchunks, &b, &nb, false, NULL, NULL);
   pthread_mutex_unlock (&st->lock);
   if (r == 0) {
     uint64_t start = 0, len = 0;

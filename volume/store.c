@@ -337,11 +337,20 @@ io_release_cqe (struct vol_store *st, struct io_uring_cqe *cqe)
 }
 
 /* The volume no longer maps phys: release it now, or let the last pin do it. */
+bool
+chunk_unmap_claim (struct vol_store *st, uint32_t phys)
+{
+  uint32_t old = atomic_fetch_or (&st->pins[phys], PIN_FREE_PENDING);
+  if ((old & ~PIN_FREE_PENDING) != 0)
+    return false;
+  atomic_store (&st->pins[phys], 0);
+  return true;
+}
+
 void
 chunk_unmap (struct vol_store *st, uint32_t phys, struct vol_ioctx *ctx)
 {
-  uint32_t old = atomic_fetch_or (&st->pins[phys], PIN_FREE_PENDING);
-  if ((old & ~PIN_FREE_PENDING) == 0)
+  if (chunk_unmap_claim (st, phys))
     chunk_release (st, phys, ctx);
 }
 
@@ -429,6 +438,24 @@ volume_put (struct volume *v)
   pthread_mutex_destroy (&v->lock);
   pthread_cond_destroy (&v->quiesce_cond);
   free (v);
+}
+
+/* v is going away: unless it has sessions and force is not set, mark it
+ * deleted (its I/O then fails with ESHUTDOWN) and kick every session.
+ * Returns 0, or the number of sessions that refused it. */
+unsigned
+volume_retire (struct volume *v, bool force)
+{
+  pthread_mutex_lock (&v->lock);
+  unsigned n = v->nsessions;
+  if (n == 0 || force) {
+    v->deleted = true;
+    for (struct vol_session *s = v->sessions; s; s = s->next)
+      s->kick (s);
+    n = 0;
+  }
+  pthread_mutex_unlock (&v->lock);
+  return n;
 }
 
 /* Caller holds st->lock. */
@@ -554,13 +581,11 @@ vol_delete (struct vol_store *st, const char *name_or_id, bool force, char *err,
     set_err (err, errlen, "volume \"%.80s\" not found", name_or_id);
     return -ENOENT;
   }
-  pthread_mutex_lock (&v->lock);
-  if (v->nsessions && !force) {
-    set_err (err, errlen, "volume \"%s\" is in use by %u NBD connection%s; disconnect the "
-             "client%s or delete with force", v->name, v->nsessions,
-             v->nsessions == 1 ? "" : "s", v->nsessions == 1 ? "" : "s");
-    pthread_mutex_unlock (&v->lock);
+  unsigned n = volume_retire (v, force);
+  if (n) {
     pthread_mutex_unlock (&st->lock);
+    set_err (err, errlen, "volume \"%s\" is in use by %u NBD connection%s; disconnect the "
+             "client%s or delete with force", v->name, n, n == 1 ? "" : "s", n == 1 ? "" : "s");
     return -EBUSY;
   }
   rocksdb_writebatch_t *wb = rocksdb_writebatch_create ();
@@ -568,11 +593,9 @@ vol_delete (struct vol_store *st, const char *name_or_id, bool force, char *err,
   vkey[0] = 'V';
   memcpy (vkey + 1, v->id, VOL_ID_LEN);
   rocksdb_writebatch_delete (wb, vkey, sizeof vkey);
-  v->deleted = true;
+  pthread_mutex_lock (&v->lock);
   v->lin->live = NULL;
   v->lin = NULL;
-  for (struct vol_session *s = v->sessions; s; s = s->next)
-    s->kick (s);
   pthread_mutex_unlock (&v->lock);
   registry_del (st, v);
   /* the record and what only the volume held, in one batch; its snapshots stay */
@@ -671,10 +694,7 @@ vol_close (struct volume *v, struct vol_session *s)
 uint64_t
 vol_size (struct volume *v)
 {
-  pthread_mutex_lock (&v->lock);
-  uint64_t s = v->size;
-  pthread_mutex_unlock (&v->lock);
-  return s;
+  return atomic_load (&v->size);
 }
 
 uint32_t vol_dio_align (struct volume *v) { return v->st->dio_align; }
