@@ -122,6 +122,9 @@ int ctl_check_snapshot_ref (const char *ref);
  * requests read "/v1/snapshots/data1@s1".  Returns a malloc'd string or
  * NULL on out of memory. */
 char *ctl_escape_ref (const char *ref);
+/* PREFIX, REF escaped (ctl_escape_ref), SUFFIX: a malloc'd path, or NULL
+ * (said).  A name without '@' is escaped as ctl_escape does. */
+char *ctl_ref_path (const char *prefix, const char *ref, const char *suffix);
 /* argv[0] is "snapshot". */
 int ctl_cmd_snapshot (const struct ctl_globals *g, int argc, char **argv);
 

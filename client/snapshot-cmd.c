@@ -53,10 +53,8 @@ ctl_escape_ref (const char *ref)
   return out;
 }
 
-/* PREFIX, REF escaped (ctl_escape_ref), SUFFIX: a malloc'd path, or NULL
- * (said). */
-static char *
-ref_path (const char *prefix, const char *ref, const char *suffix)
+char *
+ctl_ref_path (const char *prefix, const char *ref, const char *suffix)
 {
   char *esc = ctl_escape_ref (ref), *path = NULL;
 
@@ -88,7 +86,7 @@ cmd_create (const struct ctl_globals *g, int argc, char **argv)
       || (r = ctl_check_name ("snapshot", pos[1])))
     return r;
 
-  char *path = ref_path ("/v1/volumes/", pos[0], "/snapshots");
+  char *path = ctl_ref_path ("/v1/volumes/", pos[0], "/snapshots");
   if (path == NULL)
     return CTL_EXIT_SERVER;
   struct json_object *body = json_object_new_object ();
@@ -150,7 +148,7 @@ cmd_show (const struct ctl_globals *g, int argc, char **argv)
 
   if ((r = one_ref ("snapshot show", USAGE_SHOW, argc, argv, &ref)))
     return r;
-  char *path = ref_path ("/v1/snapshots/", ref, "");
+  char *path = ctl_ref_path ("/v1/snapshots/", ref, "");
   if (path == NULL)
     return CTL_EXIT_SERVER;
   r = ctl_request_and_print (g, "GET", path, NULL, ctl_print_snapshot);
@@ -166,7 +164,7 @@ cmd_delete (const struct ctl_globals *g, int argc, char **argv)
 
   if ((r = one_ref ("snapshot delete", USAGE_DELETE, argc, argv, &ref)))
     return r;
-  char *path = ref_path ("/v1/snapshots/", ref, "");
+  char *path = ctl_ref_path ("/v1/snapshots/", ref, "");
   if (path == NULL)
     return CTL_EXIT_SERVER;
   struct json_object *j;
@@ -231,7 +229,7 @@ cmd_diff (const struct ctl_globals *g, int argc, char **argv)
     char *suffix = malloc (strlen ("/diff?to=") + strlen (to) + 1);
     if (suffix != NULL) {
       sprintf (suffix, "/diff?to=%s", to);
-      path = ref_path ("/v1/snapshots/", pos[0], suffix);
+      path = ctl_ref_path ("/v1/snapshots/", pos[0], suffix);
       free (suffix);
     }
     else

@@ -63,22 +63,6 @@ check_size (const char *name, const char *size)
   return 0;
 }
 
-/* "/v1/volumes/<NAME escaped><SUFFIX>", malloc'd, or NULL (said). */
-static char *
-volume_path (const char *name, const char *suffix)
-{
-  char *esc = ctl_escape (name), *path = NULL;
-
-  if (esc != NULL
-      && (path = malloc (strlen ("/v1/volumes/") + strlen (esc)
-                         + strlen (suffix) + 1)) != NULL)
-    sprintf (path, "/v1/volumes/%s%s", esc, suffix);
-  free (esc);
-  if (path == NULL)
-    ctl_error ("out of memory");
-  return path;
-}
-
 /* An answer that should be one object: print it, or say it is not. */
 static int
 print_object (const struct ctl_globals *g, struct json_object *j,
@@ -198,7 +182,7 @@ cmd_show (const struct ctl_globals *g, int argc, char **argv)
   if ((r = ctl_check_name ("volume", pos[0])))
     return r;
 
-  char *path = volume_path (pos[0], "");
+  char *path = ctl_ref_path ("/v1/volumes/", pos[0], "");
   if (path == NULL)
     return CTL_EXIT_SERVER;
   r = ctl_request_and_print (g, "GET", path, NULL, ctl_print_volume);
@@ -227,7 +211,7 @@ cmd_resize (const struct ctl_globals *g, int argc, char **argv)
       || (r = check_size (pos[0], size)))
     return r;
 
-  char *path = volume_path (pos[0], "");
+  char *path = ctl_ref_path ("/v1/volumes/", pos[0], "");
   if (path == NULL)
     return CTL_EXIT_SERVER;
   struct json_object *body = json_object_new_object ();
@@ -255,7 +239,7 @@ cmd_delete (const struct ctl_globals *g, int argc, char **argv)
   if ((r = ctl_check_name ("volume", pos[0])))
     return r;
 
-  char *path = volume_path (pos[0], force ? "?force=true" : "");
+  char *path = ctl_ref_path ("/v1/volumes/", pos[0], force ? "?force=true" : "");
   if (path == NULL)
     return CTL_EXIT_SERVER;
   struct json_object *j;
@@ -308,7 +292,7 @@ cmd_rollback (const struct ctl_globals *g, int argc, char **argv)
                                : ctl_check_name ("snapshot", to)))
     return r;
 
-  char *path = volume_path (pos[0], "/rollback");
+  char *path = ctl_ref_path ("/v1/volumes/", pos[0], "/rollback");
   if (path == NULL)
     return CTL_EXIT_SERVER;
   struct json_object *body = json_object_new_object ();
