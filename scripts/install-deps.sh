@@ -6,7 +6,8 @@ set -e
 
 PKGS="build-essential pkg-config liburing-dev librocksdb-dev uuid-dev libisal-dev
 libjson-c-dev libmicrohttpd-dev libcurl4-openssl-dev libnbd-dev libcriterion-dev
-libnbd-bin python3-libnbd nbdkit qemu-utils fio clang procps curl"
+libnbd-bin python3-libnbd nbdkit qemu-utils fio clang libclang-rt-14-dev procps curl
+iproute2 valgrind"
 
 missing=""
 for p in $PKGS; do
