@@ -18,7 +18,7 @@ ifneq ($(SANITIZER),)
 endif
 
 LIBS_D   := -luring -ljson-c -lmicrohttpd -lrocksdb -luuid -lisal
-LIBS_C   := -ljson-c -lcurl
+LIBS_C   := -ljson-c -lcurl -lnbd
 
 COMMON_SRC := $(wildcard common/*.c)
 NBD_SRC    := $(wildcard nbd/*.c)

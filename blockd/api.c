@@ -100,7 +100,7 @@ send_error (struct MHD_Connection *conn, unsigned status, const char *fmt, ...)
 static enum MHD_Result
 send_error (struct MHD_Connection *conn, unsigned status, const char *fmt, ...)
 {
-  char msg[600];
+  char msg[1200];
   va_list ap;
   va_start (ap, fmt);
   vsnprintf (msg, sizeof msg, fmt, ap);
@@ -126,14 +126,22 @@ status_of_errno (int err)
   }
 }
 
+/* Unix seconds as RFC 3339 UTC. */
+static json_object *
+json_time (int64_t secs)
+{
+  char buf[32];
+  struct tm tm;
+  time_t t = (time_t) secs;
+  gmtime_r (&t, &tm);
+  strftime (buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return json_object_new_string (buf);
+}
+
 static json_object *
 volume_json (const struct vol_info *vi)
 {
-  char created[32], uri[400];
-  struct tm tm;
-  time_t t = (time_t) vi->created;
-  gmtime_r (&t, &tm);
-  strftime (created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  char uri[400];
   blk_nbd_uri (vi->name, uri, sizeof uri);
   json_object *o = json_object_new_object ();
   json_object_object_add (o, "id", json_object_new_string (vi->id));
@@ -142,23 +150,30 @@ volume_json (const struct vol_info *vi)
   json_object_object_add (o, "allocated", json_object_new_int64 ((int64_t) vi->allocated));
   json_object_object_add (o, "type", json_object_new_string (vi->type));
   json_object_object_add (o, "status", json_object_new_string (vol_status_name (vol_info_status (vi))));
-  json_object_object_add (o, "created", json_object_new_string (created));
+  json_object_object_add (o, "created", json_time (vi->created));
   json_object_object_add (o, "connections", json_object_new_int ((int) vi->connections));
   json_object_object_add (o, "nbd_uri", json_object_new_string (uri));
   json_object_object_add (o, "source_snapshot",
                           vi->source[0] ? json_object_new_string (vi->source) : NULL);
   json_object_object_add (o, "snapshots", json_object_new_int ((int) vi->snapshots));
+  json_object_object_add (o, "multi_attach", json_object_new_boolean (vi->multi_attach));
+  json_object_object_add (o, "attached", json_object_new_boolean (vi->nattach > 0));
+  json_object *arr = json_object_new_array ();
+  for (unsigned i = 0; i < vi->nattach; i++) {
+    json_object *a = json_object_new_object ();
+    json_object_object_add (a, "instance", json_object_new_string (vi->attach[i].instance));
+    json_object_object_add (a, "role", json_object_new_string (vol_role_name (vi->attach[i].role)));
+    json_object_object_add (a, "since", json_time (vi->attach[i].since));
+    json_object_array_add (arr, a);
+  }
+  json_object_object_add (o, "attachments", arr);
   return o;
 }
 
 static json_object *
 snapshot_json (const struct vol_snap_info *si)
 {
-  char created[32], uri[400], full[2 * VOL_NAME_MAX + 2];
-  struct tm tm;
-  time_t t = (time_t) si->created;
-  gmtime_r (&t, &tm);
-  strftime (created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  char uri[400], full[2 * VOL_NAME_MAX + 2];
   snprintf (full, sizeof full, "%s@%s", si->vol_name, si->name);
   blk_nbd_uri (full, uri, sizeof uri);
   json_object *o = json_object_new_object ();
@@ -167,7 +182,7 @@ snapshot_json (const struct vol_snap_info *si)
   json_object_object_add (o, "volume", json_object_new_string (si->vol_name));
   json_object_object_add (o, "volume_id", json_object_new_string (si->vol_id));
   json_object_object_add (o, "size", json_object_new_int64 ((int64_t) si->size));
-  json_object_object_add (o, "created", json_object_new_string (created));
+  json_object_object_add (o, "created", json_time (si->created));
   json_object_object_add (o, "referenced", json_object_new_int64 ((int64_t) si->referenced));
   json_object_object_add (o, "exclusive", json_object_new_int64 ((int64_t) si->exclusive));
   json_object_object_add (o, "connections", json_object_new_int ((int) si->connections));
@@ -287,6 +302,15 @@ cmp_created (const void *a, const void *b)
   return x < y ? -1 : x > y ? 1 : strcmp (((const struct vol_info *) a)->name, ((const struct vol_info *) b)->name);
 }
 
+static bool
+attached_to (const struct vol_info *v, const char *instance)
+{
+  for (unsigned i = 0; i < v->nattach; i++)
+    if (strcmp (v->attach[i].instance, instance) == 0)
+      return true;
+  return false;
+}
+
 static enum MHD_Result
 list_volumes (struct MHD_Connection *conn)
 {
@@ -294,6 +318,10 @@ list_volumes (struct MHD_Connection *conn)
   const char *status = MHD_lookup_connection_value (conn, MHD_GET_ARGUMENT_KIND, "status");
   const char *sort = MHD_lookup_connection_value (conn, MHD_GET_ARGUMENT_KIND, "sort");
   const char *order = MHD_lookup_connection_value (conn, MHD_GET_ARGUMENT_KIND, "order");
+  const char *attached = MHD_lookup_connection_value (conn, MHD_GET_ARGUMENT_KIND, "attached");
+  const char *instance = MHD_lookup_connection_value (conn, MHD_GET_ARGUMENT_KIND, "instance");
+  if (attached && strcmp (attached, "true") && strcmp (attached, "false"))
+    return send_error (conn, 400, "attached \"%.40s\" is invalid (true or false)", attached);
   if (status && strcmp (status, "available") && strcmp (status, "in-use"))
     return send_error (conn, 400, "status \"%.40s\" is invalid (available or in-use)", status);
   if (sort && strcmp (sort, "name") && strcmp (sort, "size") && strcmp (sort, "created"))
@@ -317,6 +345,10 @@ list_volumes (struct MHD_Connection *conn)
       continue;
     if (status && strcmp (status, vol_status_name (vol_info_status (v))) != 0)
       continue;
+    if (attached && (v->nattach > 0) != (strcmp (attached, "true") == 0))
+      continue;
+    if (instance && !attached_to (v, instance))
+      continue;
     json_object_array_add (arr, volume_json (v));
   }
   free (vi);
@@ -328,13 +360,22 @@ list_volumes (struct MHD_Connection *conn)
 static enum MHD_Result
 create_volume (struct MHD_Connection *conn, struct req_ctx *rc)
 {
-  static const char *const fields[] = { "name", "size", "type", "from_snapshot", NULL };
+  static const char *const fields[] = { "name", "size", "type", "from_snapshot", "multi_attach", NULL };
   enum MHD_Result ret;
   json_object *o = parse_body (conn, rc, fields, &ret);
   if (o == NULL)
     return ret;
-  json_object *jn, *js = NULL, *jt, *jf;
+  json_object *jn, *js = NULL, *jt, *jf, *jm;
   const char *from = NULL;
+  unsigned flags = 0;
+  if (json_object_object_get_ex (o, "multi_attach", &jm)) {
+    if (!json_object_is_type (jm, json_type_boolean)) {
+      json_object_put (o);
+      return send_error (conn, 400, "field \"multi_attach\" must be true or false");
+    }
+    if (json_object_get_boolean (jm))
+      flags |= VOL_CREATE_MULTI_ATTACH;
+  }
   if (json_object_object_get_ex (o, "from_snapshot", &jf) && !json_object_is_type (jf, json_type_null)) {
     if (!json_object_is_type (jf, json_type_string)) {
       json_object_put (o);
@@ -372,7 +413,7 @@ create_volume (struct MHD_Connection *conn, struct req_ctx *rc)
   }
   char err[400];
   struct vol_info vi;
-  int r = vol_create_from (blk_store, name, size, type, from, &vi, err, sizeof err);
+  int r = vol_create_from (blk_store, name, size, type, from, flags, &vi, err, sizeof err);
   json_object_put (o);
   if (r < 0)
     return send_error (conn, status_of_errno (-r), "%s", err);
@@ -508,6 +549,42 @@ snapshot_list (struct MHD_Connection *conn, const char *vol)
   json_object *o = json_object_new_object ();
   json_object_object_add (o, "snapshots", arr);
   return send_json (conn, 200, o);
+}
+
+/* ---- attachments ---------------------------------------------------------------- */
+/* POST /v1/volumes/VOL/attach {"instance", "role"} and .../detach {"instance"}. */
+static enum MHD_Result
+attach_detach (struct MHD_Connection *conn, const char *vol, struct req_ctx *rc, bool attach)
+{
+  static const char *const afields[] = { "instance", "role", NULL };
+  static const char *const dfields[] = { "instance", NULL };
+  enum MHD_Result ret;
+  json_object *o = parse_body (conn, rc, attach ? afields : dfields, &ret);
+  if (o == NULL)
+    return ret;
+  json_object *x;
+  const char *instance = json_name_field (o, "instance");
+  if (instance == NULL && (attach || json_object_object_get_ex (o, "instance", &x))) {
+    json_object_put (o);
+    return send_error (conn, 400, "field \"instance\" %s a string: the name of the VM",
+                       attach ? "is required and must be" : "must be");
+  }
+  enum vol_role role = VOL_ROLE_DATA;
+  if (attach && json_object_object_get_ex (o, "role", &x)
+      && (!json_object_is_type (x, json_type_string)
+          || vol_role_parse (json_object_get_string (x), &role) < 0)) {
+    json_object_put (o);
+    return send_error (conn, 400, "field \"role\" must be \"system\" (the disk the instance "
+                       "boots from) or \"data\"");
+  }
+  char err[VOL_ATTACH_MAX * 80 + 400];
+  struct vol_info vi;
+  int r = attach ? vol_attach (blk_store, vol, instance, role, &vi, err, sizeof err)
+                 : vol_detach (blk_store, vol, instance, &vi, err, sizeof err);
+  json_object_put (o);
+  if (r < 0)
+    return send_error (conn, status_of_errno (-r), "%s", err);
+  return send_json (conn, 200, volume_json (&vi));
 }
 
 static enum MHD_Result
@@ -683,6 +760,11 @@ route (struct MHD_Connection *conn, const char *url, const char *method, struct 
       if (strcmp (method, "GET") == 0)
         return snapshot_list (conn, vol);
       return not_allowed (conn, method, url, "GET, POST");
+    }
+    if (strcmp (slash, "/attach") == 0 || strcmp (slash, "/detach") == 0) {
+      if (strcmp (method, "POST") == 0)
+        return attach_detach (conn, vol, rc, slash[1] == 'a');
+      return not_allowed (conn, method, url, "POST");
     }
     if (strcmp (slash, "/rollback") == 0) {
       if (strcmp (method, "POST") == 0)

@@ -54,6 +54,29 @@ field (struct json_object *obj, const char *key, char *buf, size_t len)
   return clean (json_object_get_string (v), buf, len);
 }
 
+/* A volume's attachments as "vm1 (system), vm2 (data)" into BUF; with
+ * SINCE, each with the time it was attached.  "-" when there are none. */
+static const char *
+attachments_field (struct json_object *vol, bool since, char *buf, size_t len)
+{
+  struct json_object *arr;
+  size_t n = 0;
+  buf[0] = '\0';
+  if (json_object_object_get_ex (vol, "attachments", &arr)
+      && json_object_is_type (arr, json_type_array)) {
+    for (size_t i = 0; i < json_object_array_length (arr) && n < len; i++) {
+      struct json_object *a = json_object_array_get_idx (arr, i);
+      char ib[128], rb[32], sb[40];
+      n += (size_t) snprintf (buf + n, len - n, "%s%s (%s%s%s)", i ? ", " : "",
+                              field (a, "instance", ib, sizeof ib), field (a, "role", rb, sizeof rb),
+                              since ? ", since " : "", since ? field (a, "since", sb, sizeof sb) : "");
+    }
+  }
+  if (buf[0] == '\0')
+    snprintf (buf, len, "-");
+  return buf;
+}
+
 /* A size member as "10G (10737418240 bytes)"; FULL false gives "10G". */
 static const char *
 size_field (struct json_object *obj, const char *key, bool full,
@@ -102,6 +125,10 @@ ctl_print_volume (struct json_object *vol)
                                         sizeof buf));
   if (json_object_object_get_ex (vol, "snapshots", &v))
     print_kv ("snapshots", field (vol, "snapshots", buf, sizeof buf));
+  if (json_object_object_get_ex (vol, "multi_attach", &v))
+    print_kv ("multi_attach", field (vol, "multi_attach", buf, sizeof buf));
+  if (json_object_object_get_ex (vol, "attachments", &v))
+    print_kv ("attached_to", attachments_field (vol, true, buf, sizeof buf));
 }
 
 void
@@ -144,6 +171,7 @@ enum cell_kind {
   CELL_PLAIN,                 /* member KEY as text */
   CELL_SIZE,                  /* member KEY, a size, as "10G" */
   CELL_SNAPSHOT_REF,          /* "VOLUME@NAME" from members volume and name */
+  CELL_ATTACHMENTS,           /* "vm1 (system)" from member attachments */
 };
 struct column {
   const char *header;
@@ -165,6 +193,8 @@ cell (struct json_object *obj, const struct column *col)
               field (obj, "volume", buf, sizeof buf),
               field (obj, "name", buf2, sizeof buf2));
     return strdup (ref);
+  case CELL_ATTACHMENTS:
+    return strdup (attachments_field (obj, false, buf, sizeof buf));
   case CELL_PLAIN:
   default:
     return strdup (field (obj, col->key, buf, sizeof buf));
@@ -228,7 +258,7 @@ ctl_print_volume_table (struct json_object *vols)
     { "NAME", "name", CELL_PLAIN }, { "ID", "id", CELL_PLAIN },
     { "SIZE", "size", CELL_SIZE }, { "ALLOCATED", "allocated", CELL_SIZE },
     { "TYPE", "type", CELL_PLAIN }, { "STATUS", "status", CELL_PLAIN },
-    { "CREATED", "created", CELL_PLAIN },
+    { "ATTACHED-TO", NULL, CELL_ATTACHMENTS }, { "CREATED", "created", CELL_PLAIN },
   };
   return print_table (vols, cols, (int) (sizeof cols / sizeof cols[0]));
 }

@@ -11,7 +11,7 @@
 
 #include "common/size.h"
 
-#define USAGE_CREATE "blockctl volume create NAME --size SIZE [--type TYPE]"
+#define USAGE_CREATE "blockctl volume create NAME --size SIZE [--type TYPE] [--multi-attach]"
 #define USAGE_RESIZE "blockctl volume resize NAME --size SIZE"
 #define USAGE_ROLLBACK "blockctl volume rollback NAME --to SNAPSHOT"
 #define VOLUME_SUBCOMMANDS "create, list, show, resize, rollback or delete"
@@ -102,9 +102,11 @@ static int
 cmd_create (const struct ctl_globals *g, int argc, char **argv)
 {
   const char *size = NULL, *type = NULL, *from = NULL, *pos[1];
+  bool multi = false;
   const struct ctl_opt opts[] = {
     { "--size", &size, NULL }, { "--type", &type, NULL },
-    { "--from-snapshot", &from, NULL }, { NULL, NULL, NULL }
+    { "--from-snapshot", &from, NULL }, { "--multi-attach", NULL, &multi },
+    { NULL, NULL, NULL }
   };
   int npos, r;
 
@@ -130,18 +132,21 @@ cmd_create (const struct ctl_globals *g, int argc, char **argv)
     json_object_object_add (body, "size", json_object_new_string (size));
   if (type != NULL)
     json_object_object_add (body, "type", json_object_new_string (type));
+  if (multi)
+    json_object_object_add (body, "multi_attach", json_object_new_boolean (true));
   return ctl_request_and_print (g, "POST", "/v1/volumes", body, ctl_print_volume);
 }
 
 static int
 cmd_list (const struct ctl_globals *g, int argc, char **argv)
 {
-  const char *prefix = NULL, *status = NULL, *sort = NULL, *pos[1];
-  bool reverse = false;
+  const char *prefix = NULL, *status = NULL, *sort = NULL, *instance = NULL, *pos[1];
+  bool reverse = false, attached = false, detached = false;
   const struct ctl_opt opts[] = {
     { "--prefix", &prefix, NULL }, { "--status", &status, NULL },
     { "--sort", &sort, NULL }, { "--reverse", NULL, &reverse },
-    { NULL, NULL, NULL }
+    { "--attached", NULL, &attached }, { "--detached", NULL, &detached },
+    { "--instance", &instance, NULL }, { NULL, NULL, NULL }
   };
   int npos, r;
 
@@ -154,12 +159,18 @@ cmd_list (const struct ctl_globals *g, int argc, char **argv)
       && strcmp (sort, "created"))
     return ctl_usage_error ("volume list: --sort must be \"name\", \"size\" "
                             "or \"created\", not \"%s\"", sort);
+  if (attached && detached)
+    return ctl_usage_error ("volume list: --attached and --detached exclude each other");
+  if (instance && (r = ctl_check_name ("instance", instance)))
+    return r;
 
   char *q = NULL;
   if ((prefix && !ctl_query_add (&q, "prefix", prefix))
       || (status && !ctl_query_add (&q, "status", status))
       || (sort && !ctl_query_add (&q, "sort", sort))
-      || (reverse && !ctl_query_add (&q, "order", "desc"))) {
+      || (reverse && !ctl_query_add (&q, "order", "desc"))
+      || ((attached || detached) && !ctl_query_add (&q, "attached", attached ? "true" : "false"))
+      || (instance && !ctl_query_add (&q, "instance", instance))) {
     free (q);
     ctl_error ("out of memory");
     return CTL_EXIT_SERVER;

@@ -7,7 +7,8 @@ set -e
 PKGS="build-essential pkg-config liburing-dev librocksdb-dev uuid-dev libisal-dev
 libjson-c-dev libmicrohttpd-dev libcurl4-openssl-dev libnbd-dev libcriterion-dev
 libnbd-bin python3-libnbd nbdkit qemu-utils fio clang libclang-rt-14-dev procps curl
-iproute2 valgrind"
+iproute2 valgrind
+qemu-system-x86 busybox-static linux-image-amd64 e2fsprogs cpio"
 
 missing=""
 for p in $PKGS; do

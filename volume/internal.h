@@ -119,6 +119,9 @@ struct volume {
   struct lineage *lin;              /* NULL for a snapshot view */
   struct snapshot *snap;            /* a read-only snapshot view, or NULL */
   char source[2 * VOL_NAME_MAX + 2];/* VOL@SNAP a clone was made from, or "" */
+  bool multi_attach;
+  unsigned nattach;                 /* attach[]: under st->lock */
+  struct vol_attachment attach[VOL_ATTACH_MAX];
 
   pthread_mutex_t lock;             /* everything below, and lin's history */
   _Atomic uint64_t size;            /* changed under lock; read without it on the I/O path */
@@ -166,6 +169,11 @@ void chunk_release (struct vol_store *st, uint32_t phys, struct vol_ioctx *ctx);
 void volume_put (struct volume *v);
 void set_err (char *err, size_t errlen, const char *fmt, ...)
   __attribute__ ((format (printf, 3, 4)));
+
+/* attach.c */
+struct json_object;
+void attach_to_json (const struct volume *v, struct json_object *o);
+int attach_from_json (struct volume *v, struct json_object *o);
 
 /* snapshot.c */
 struct volume *snapshot_view_unlocked (struct vol_store *st, const char *name);

@@ -310,6 +310,13 @@ load_volume (struct vol_store *st, json_object *o, FILE *report, long *problems)
   v->size = (uint64_t) jint (o, "size");
   v->created = jint (o, "created");
   uuid_parse (v->id, v->uuid);
+  int bad = attach_from_json (v, o);
+  if (bad) {
+    (*problems)++;
+    if (report)
+      fprintf (report, "volume %s (%s): %d invalid attachment record%s dropped\n", v->name, v->id,
+               bad, bad == 1 ? "" : "s");
+  }
   v->lin = find_lineage (st, jstr (o, "lineage"));
   if (v->lin == NULL || v->lin->live) {
     (*problems)++;

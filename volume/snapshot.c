@@ -394,7 +394,8 @@ branch_from (struct vol_store *st, struct volume *v, struct snapshot *s, struct 
 
 int
 vol_create_from (struct vol_store *st, const char *name, uint64_t size, const char *type,
-                 const char *from, struct vol_info *out, char *err, size_t errlen)
+                 const char *from, unsigned flags, struct vol_info *out,
+                 char *err, size_t errlen)
 {
   const char *why;
   if ((why = vol_name_invalid (name)) != NULL) {
@@ -448,6 +449,7 @@ vol_create_from (struct vol_store *st, const char *name, uint64_t size, const ch
   snprintf (v->type, sizeof v->type, "%s", type);
   v->created = time (NULL);
   v->size = size;
+  v->multi_attach = flags & VOL_CREATE_MULTI_ATTACH;
   int r = 0;
   struct lineage *l = NULL;
   if (src) {
@@ -485,8 +487,8 @@ vol_create_from (struct vol_store *st, const char *name, uint64_t size, const ch
     return r;
   }
   lin_link (st, l);
-  log_info ("created volume %s (%s), %llu bytes%s%s", v->name, v->id, (unsigned long long) size,
-            src ? ", a clone of " : "", src ? v->source : "");
+  log_info ("created volume %s (%s), %llu bytes%s%s%s", v->name, v->id, (unsigned long long) size,
+            src ? ", a clone of " : "", src ? v->source : "", v->multi_attach ? ", multi-attach" : "");
   if (out)
     fill_info (v, out);
   pthread_mutex_unlock (&st->lock);

@@ -166,6 +166,7 @@ meta_put_volume (struct volume *v, rocksdb_writebatch_t *wb)
   json_object_object_add (o, "created", json_object_new_int64 (v->created));
   json_object_object_add (o, "lineage", json_object_new_string (v->lin->id));
   json_object_object_add (o, "source", json_object_new_string (v->source));
+  attach_to_json (v, o);
   const char *s = json_object_to_json_string_ext (o, JSON_C_TO_STRING_PLAIN);
   char key[1 + VOL_ID_LEN];
   key[0] = 'V';
@@ -404,6 +405,9 @@ fill_info (struct volume *v, struct vol_info *vi)
   memcpy (vi->type, v->type, sizeof vi->type);
   memcpy (vi->source, v->source, sizeof vi->source);
   vi->created = v->created;
+  vi->multi_attach = v->multi_attach;
+  vi->nattach = v->nattach;
+  memcpy (vi->attach, v->attach, sizeof vi->attach);
   pthread_mutex_lock (&v->lock);
   vi->size = v->size;
   vi->allocated = v->nmapped << v->st->chunk_shift;
@@ -506,7 +510,7 @@ int
 vol_create (struct vol_store *st, const char *name, uint64_t size, const char *type,
             struct vol_info *out, char *err, size_t errlen)
 {
-  return vol_create_from (st, name, size, type, NULL, out, err, errlen);
+  return vol_create_from (st, name, size, type, NULL, 0, out, err, errlen);
 }
 
 int
@@ -580,6 +584,12 @@ vol_delete (struct vol_store *st, const char *name_or_id, bool force, char *err,
     pthread_mutex_unlock (&st->lock);
     set_err (err, errlen, "volume \"%.80s\" not found", name_or_id);
     return -ENOENT;
+  }
+  if (v->nattach) {
+    pthread_mutex_unlock (&st->lock);
+    set_err (err, errlen, "volume \"%s\" is attached to instance %s (%s disk); detach it first",
+             v->name, v->attach[0].instance, vol_role_name (v->attach[0].role));
+    return -EBUSY;
   }
   unsigned n = volume_retire (v, force);
   if (n) {

@@ -66,6 +66,16 @@ int vol_store_check (const char *dir, FILE *out);
 
 /* ---- volume management (any thread; may block on RocksDB) ---------------- */
 enum vol_status { VOL_AVAILABLE, VOL_IN_USE };
+
+/* An attachment: the volume is a disk of an instance (a VM, named by the
+ * caller).  Only a multi-attach volume has more than one. */
+#define VOL_ATTACH_MAX      8
+enum vol_role { VOL_ROLE_DATA, VOL_ROLE_SYSTEM };
+struct vol_attachment {
+  char instance[VOL_NAME_MAX + 1];
+  enum vol_role role;
+  int64_t since;            /* unix seconds */
+};
 struct vol_info {
   char id[VOL_ID_LEN + 1];
   char name[VOL_NAME_MAX + 1];
@@ -76,10 +86,17 @@ struct vol_info {
   unsigned connections;     /* open NBD sessions */
   unsigned snapshots;       /* snapshots taken of it that still exist */
   char source[2 * VOL_NAME_MAX + 2];   /* VOL@SNAP it was cloned from, or "" */
+  bool multi_attach;
+  unsigned nattach;
+  struct vol_attachment attach[VOL_ATTACH_MAX];
 };
+/* In use: attached to an instance, or opened by an NBD client. */
 static inline enum vol_status vol_info_status (const struct vol_info *vi)
-{ return vi->connections ? VOL_IN_USE : VOL_AVAILABLE; }
+{ return vi->connections || vi->nattach ? VOL_IN_USE : VOL_AVAILABLE; }
 const char *vol_status_name (enum vol_status s);
+const char *vol_role_name (enum vol_role r);
+/* "system" or "data" into *out.  Returns 0 or -EINVAL. */
+int vol_role_parse (const char *s, enum vol_role *out);
 
 /* Disk types are performance classes, as a cloud offers them: "standard"
  * (the default), "ssd", "premium".  NULL-terminated. */
@@ -93,7 +110,8 @@ const char *vol_size_invalid (uint64_t size);
 
 /* Each returns 0 or -errno and, on error, a message in err:
  * -EINVAL bad argument, -EEXIST name taken, -ENOENT no such volume,
- * -EBUSY connected (delete without force), -EIO storage failure. */
+ * -EBUSY connected (delete without force) or attached (delete, even with
+ * force: detach it first), -EIO storage failure. */
 int vol_create (struct vol_store *st, const char *name, uint64_t size, const char *type,
                 struct vol_info *out, char *err, size_t errlen);
 int vol_stat (struct vol_store *st, const char *name_or_id, struct vol_info *out,
@@ -106,9 +124,24 @@ int vol_delete (struct vol_store *st, const char *name_or_id, bool force,
 int vol_list (struct vol_store *st, struct vol_info **out, size_t *n);
 
 /* Create a volume; with from (VOL@SNAP or a snapshot id) a clone that shares
- * the snapshot's data (size 0: the snapshot's size).  Errors as vol_create. */
+ * the snapshot's data (size 0: the snapshot's size).  flags: VOL_CREATE_*.
+ * Errors as vol_create. */
+#define VOL_CREATE_MULTI_ATTACH  (1u << 0)   /* may be attached to several instances */
 int vol_create_from (struct vol_store *st, const char *name, uint64_t size, const char *type,
-                     const char *from, struct vol_info *out, char *err, size_t errlen);
+                     const char *from, unsigned flags, struct vol_info *out,
+                     char *err, size_t errlen);
+
+/* Record that volume name_or_id is attached to instance in role.  Attaching
+ * it again to the same instance in the same role changes nothing.  -EBUSY
+ * (the message names the holder) if it is attached to another instance and
+ * not multi-attach, or to this one in the other role; -EINVAL for a bad
+ * instance name.  Durable when it returns 0. */
+int vol_attach (struct vol_store *st, const char *name_or_id, const char *instance,
+                enum vol_role role, struct vol_info *out, char *err, size_t errlen);
+/* Record that the volume is no longer attached to instance (NULL: to the
+ * only instance it is attached to).  -EBUSY if it is not attached there. */
+int vol_detach (struct vol_store *st, const char *name_or_id, const char *instance,
+                struct vol_info *out, char *err, size_t errlen);
 /* Give a volume the contents of one of its snapshots (ref: SNAP, VOL@SNAP or
  * an id).  -EBUSY while an NBD client is connected.  Later snapshots stay. */
 int vol_rollback (struct vol_store *st, const char *name_or_id, const char *ref,

@@ -77,6 +77,34 @@ check_store () {
 uri () { echo "nbd://127.0.0.1:$NBD_PORT/$1"; }
 ctl () { "$BLOCKCTL" "$@"; }
 
+# ---- HTTP API checks (curl + python)
+# api METHOD PATH [BODY [CONTENT-TYPE]]: status in $st, body in $T/body.
+# BODY "@file" sends the file's bytes.
+api () {
+    m=$1 p=$2
+    if [ $# -ge 3 ]; then
+        case $3 in @*) cp "${3#@}" "$T/req" ;; *) printf '%s' "$3" >"$T/req" ;; esac
+        st=$(curl -s -o "$T/body" -w '%{http_code}' -X "$m" -H "Content-Type: ${4-application/json}" \
+                  --data-binary @"$T/req" "${A:-$BLOCKD_API}$p") || st=curl-failed
+    else
+        st=$(curl -s -o "$T/body" -w '%{http_code}' -X "$m" "${A:-$BLOCKD_API}$p") || st=curl-failed
+    fi
+}
+# expect STATUS WHAT
+expect () { [ "$st" = "$1" ] || fail "$2: HTTP $st, want $1; body: $(cat "$T/body")"; }
+# jcheck EXPR WHAT: python EXPR over the response JSON (j) is true
+jcheck () {
+    $PY -c "import json,sys; j=json.loads(open(sys.argv[1], 'rb').read().decode('utf-8'))" "$T/body" 2>/dev/null \
+        || fail "$2: the response body is not valid JSON in UTF-8: $(od -c "$T/body" | head -20)"
+    $PY -c "import json,sys; j=json.load(open(sys.argv[1])); sys.exit(0 if ($1) else 1)" "$T/body" 2>/dev/null \
+        || fail "$2: [$1] is false for: $(cat "$T/body")"
+}
+# experr STATUS CODE WHAT: an error response with the documented body
+experr () {
+    expect "$1" "$3"
+    jcheck "list(j) == ['error'] and sorted(j['error']) == ['code', 'message'] and j['error']['code'] == '$2' and isinstance(j['error']['message'], str) and j['error']['message'].strip() != ''" "$3"
+}
+
 cleanup () {
     [ -n "$BLOCKD_PID" ] && kill -9 "$BLOCKD_PID" 2>/dev/null
     wait 2>/dev/null

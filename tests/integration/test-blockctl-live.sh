@@ -32,7 +32,7 @@ json () {
 
 echo "create (text): every field"
 run ctl volume create data1 --size 10G; ok "create"
-[ "$(cut -d: -f1 "$T/out" | tr '\n' ' ')" = "id name size allocated type status connections created nbd_uri snapshots " ] \
+[ "$(cut -d: -f1 "$T/out" | tr '\n' ' ')" = "id name size allocated type status connections created nbd_uri snapshots multi_attach attached_to " ] \
     || fail "create keys: $(cat "$T/out")"
 has "name: data1"
 has "size: 10G (10737418240 bytes)"

@@ -165,7 +165,7 @@ sent 'GET /v1/volumes?prefix=web '
 json '[v["name"] for v in j["volumes"]] == ["web-01"]'
 
 ctl volume list --status in-use; ok "list --status in-use (empty)"
-printf 'NAME  ID  SIZE  ALLOCATED  TYPE  STATUS  CREATED\n' | cmp -s - "$TMP/out" \
+printf 'NAME  ID  SIZE  ALLOCATED  TYPE  STATUS  ATTACHED-TO  CREATED\n' | cmp -s - "$TMP/out" \
     || fail "empty list: $(cat "$TMP/out")"
 
 # ---- show by id, resize
@@ -417,9 +417,9 @@ err 2 'blockctl: volume "x": size "1000" is invalid (must be a positive multiple
 ctl volume resize db --size 0
 err 2 'blockctl: volume "db": size "0" is invalid (must be a positive multiple of 512 bytes)'
 ctl volume create
-err 2 'blockctl: volume create: missing NAME (usage: blockctl volume create NAME --size SIZE [--type TYPE])'
+err 2 'blockctl: volume create: missing NAME (usage: blockctl volume create NAME --size SIZE [--type TYPE] [--multi-attach])'
 ctl volume create x
-err 2 'blockctl: volume create: missing --size (usage: blockctl volume create NAME --size SIZE [--type TYPE])'
+err 2 'blockctl: volume create: missing --size (usage: blockctl volume create NAME --size SIZE [--type TYPE] [--multi-attach])'
 ctl volume resize db
 err 2 'blockctl: volume resize: missing --size (usage: blockctl volume resize NAME --size SIZE)'
 ctl volume show
