@@ -1555,3 +1555,55 @@ Test (volume, write_beyond_end_is_refused)
   char report[2048] = "";
   cr_expect_eq (t_check (t_dir, report, sizeof report), 0, "%s", report);
 }
+
+Test (volume, attachments)
+{
+  t_open_store (64 * MiB, 1 * MiB);
+  char err[1200];
+  struct vol_info vi;
+  cr_assert_eq (vol_create_from (t_st, "shared", 8 * MiB, NULL, NULL, VOL_CREATE_MULTI_ATTACH,
+                                 &vi, err, sizeof err), 0, "%s", err);
+  cr_assert (vi.multi_attach);
+  t_create ("boot", 8 * MiB);
+
+  /* a multi-attach volume takes up to VOL_ATTACH_MAX instances */
+  for (int i = 0; i < VOL_ATTACH_MAX; i++) {
+    char inst[16];
+    snprintf (inst, sizeof inst, "vm%d", i);
+    cr_assert_eq (vol_attach (t_st, "shared", inst, VOL_ROLE_DATA, &vi, err, sizeof err), 0, "%s", err);
+  }
+  cr_expect_eq (vol_attach (t_st, "shared", "vm99", VOL_ROLE_DATA, NULL, err, sizeof err), -EBUSY);
+  cr_expect (strstr (err, "8 instances") != NULL, "%s", err);
+  cr_expect_eq (vol_detach (t_st, "shared", NULL, NULL, err, sizeof err), -EBUSY);
+  cr_expect_eq (vol_detach (t_st, "shared", "vm3", &vi, err, sizeof err), 0, "%s", err);
+  cr_expect_eq (vi.nattach, VOL_ATTACH_MAX - 1);
+  cr_expect_str_eq (vi.attach[3].instance, "vm4");    /* order kept */
+
+  /* a snapshot and a rollback keep the attachment; delete does not go through */
+  cr_assert_eq (vol_attach (t_st, "boot", "vm0", VOL_ROLE_SYSTEM, NULL, err, sizeof err), 0, "%s", err);
+  struct vol_snap_info si;
+  cr_assert_eq (vol_snapshot_create (t_st, "boot", "s1", &si, err, sizeof err), 0, "%s", err);
+  cr_assert_eq (vol_rollback (t_st, "boot", "s1", &vi, err, sizeof err), 0, "%s", err);
+  cr_expect_eq (vi.nattach, 1);
+  cr_expect_eq (vi.attach[0].role, VOL_ROLE_SYSTEM);
+  cr_expect_eq (vol_delete (t_st, "boot", true, err, sizeof err), -EBUSY);
+  cr_expect_eq (vol_attach (t_st, "boot", "bad/name", VOL_ROLE_DATA, NULL, err, sizeof err), -EINVAL);
+  cr_expect_eq (vol_attach (t_st, "nosuch", "vm0", VOL_ROLE_DATA, NULL, err, sizeof err), -ENOENT);
+
+  /* all of it survives a reopen, and the store checks clean */
+  t_close_store ();
+  char report[4096] = "";
+  cr_expect_eq (t_check (t_dir, report, sizeof report), 0, "check: %s", report);
+  t_open_store (0, 0);
+  cr_assert_eq (vol_stat (t_st, "shared", &vi, err, sizeof err), 0);
+  cr_expect (vi.multi_attach);
+  cr_expect_eq (vi.nattach, VOL_ATTACH_MAX - 1);
+  cr_expect_str_eq (vi.attach[0].instance, "vm0");
+  cr_assert_eq (vol_stat (t_st, "boot", &vi, err, sizeof err), 0);
+  cr_expect_eq (vi.nattach, 1);
+  cr_expect_str_eq (vi.attach[0].instance, "vm0");
+  cr_expect_eq (vi.attach[0].role, VOL_ROLE_SYSTEM);
+  cr_expect (vi.attach[0].since > 0);
+  cr_expect_eq (vol_detach (t_st, "boot", "vm0", NULL, err, sizeof err), 0, "%s", err);
+  cr_expect_eq (vol_delete (t_st, "boot", false, err, sizeof err), 0, "%s", err);
+}
