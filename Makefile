@@ -54,6 +54,7 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 $(BUILD)/tests/test-nbd: $(call obj,tests/unit/test-nbd.c $(NBD_SRC) $(COMMON_SRC))
 $(BUILD)/tests/test-volume: $(call obj,tests/unit/test-volume.c $(VOL_SRC) $(COMMON_SRC))
 $(BUILD)/tests/test-common: $(call obj,tests/unit/test-common.c $(COMMON_SRC))
+$(BUILD)/tests/test-qmp: $(call obj,tests/unit/test-qmp.c client/qmp.c client/qemu-disk.c)
 $(BUILD)/tests/%:
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"

@@ -65,6 +65,11 @@ help_main (void)
          "  volume delete NAME [--force]\n"
          "                              delete a volume (--force: even while an\n"
          "                              NBD client is connected)\n"
+         "  volume import NAME --from FILE [--format raw|qcow2] [--size SIZE]\n"
+         "                [--type TYPE]\n"
+         "                              create a volume from a raw or qcow2 image\n"
+         "  volume export NAME|VOL@SNAP --to FILE [--format raw|qcow2] [--force]\n"
+         "                              write a volume or snapshot to an image file\n"
          "  snapshot create VOL SNAP    snapshot volume VOL as VOL@SNAP\n"
          "  snapshot list [VOL]         list snapshots (of VOL only)\n"
          "  snapshot show VOL@SNAP      show one snapshot\n"
@@ -73,7 +78,16 @@ help_main (void)
          "                              the byte ranges that changed between two\n"
          "                              snapshots, or a snapshot and its volume\n"
          "  pool show                   show the storage pool's capacity and usage\n"
-         "  help [volume|snapshot|pool]\n"
+         "  attach VOL --instance NAME --qmp SOCKET [--role system|data]\n"
+         "                              attach a volume to a VM and hot-plug it\n"
+         "                              into its QEMU over QMP\n"
+         "  attach VOL --instance NAME --print-args [--shell] [--role ...]\n"
+         "                              attach it and print the QEMU options\n"
+         "                              (-blockdev, -device) for a VM to start\n"
+         "  detach VOL [--instance NAME] [--qmp SOCKET] [--timeout SECS]\n"
+         "                              unplug it (with --qmp) and detach it; without\n"
+         "                              --qmp only the record (the VM is stopped)\n"
+         "  help [volume|snapshot|pool|attach]\n"
          "                              show help\n"
          "\n"
          "Global options (before or after the command):\n"
@@ -87,7 +101,8 @@ help_main (void)
          "or P (10G = 10 GiB, 1.5T); it must be a positive multiple of 512 bytes.\n"
          "\n"
          "Exit status: 0 done, 1 blockd reported an error, 2 usage error,\n"
-         "3 blockd cannot be reached.\n", stdout);
+         "3 blockd cannot be reached, 4 QEMU refused or failed (attach, detach).\n",
+         stdout);
 }
 
 void
@@ -104,6 +119,10 @@ ctl_help_volume (void)
          "  blockctl volume resize NAME --size SIZE\n"
          "  blockctl volume rollback NAME --to SNAP\n"
          "  blockctl volume delete NAME [--force]\n"
+         "  blockctl volume import NAME --from FILE [--format raw|qcow2]\n"
+         "                         [--size SIZE] [--type TYPE]\n"
+         "  blockctl volume export NAME|VOL@SNAP --to FILE [--format raw|qcow2]\n"
+         "                         [--force]\n"
          "\n"
          "NAME is 1-63 characters from A-Z a-z 0-9 . _ - and does not start\n"
          "with '.' or '-'; show, resize, rollback and delete also accept a\n"
@@ -131,7 +150,24 @@ ctl_help_volume (void)
          "  --instance NAME   list only the volumes attached to instance NAME\n"
          "  --sort KEY        sort the list by name (default), size or created\n"
          "  --reverse         sort in descending order\n"
-         "  --force           delete even while an NBD client is connected\n"
+         "  --force           delete even while an NBD client is connected;\n"
+         "                    export: overwrite FILE if it exists\n"
+         "  --from FILE       import: the image to read, raw or qcow2 (told apart\n"
+         "                    by its first bytes)\n"
+         "  --to FILE         export: the file to write (refused if it exists)\n"
+         "  --format F        import: read FILE as \"raw\" or \"qcow2\" whatever it\n"
+         "                    looks like; export: write \"raw\" (default) or \"qcow2\"\n"
+         "\n"
+         "import creates volume NAME with the image's virtual size rounded up to\n"
+         "512 bytes (--size: larger) and writes the image's data into it over\n"
+         "NBD; holes and all-zero blocks are skipped, so the volume stays thin.\n"
+         "qcow2 images are read through qemu-nbd.  If anything fails, the volume\n"
+         "is deleted again.  export copies a volume, or a snapshot VOL@SNAP, into\n"
+         "a sparse raw file or a qcow2 image (made by qemu-img); if it fails, FILE\n"
+         "is removed.  On a terminal both show their progress on stderr; the\n"
+         "summary line goes to stdout (with --json: the volume, or the figures).\n"
+         "Exit status 1 when the copy fails, 3 when blockd's NBD server cannot\n"
+         "be reached.\n"
          "\n"
          "Global options: --api URL, --json (see blockctl --help).\n", stdout);
 }
@@ -193,9 +229,12 @@ help_topic (const char *topic)
     ctl_help_snapshot ();
   else if (strcmp (topic, "pool") == 0)
     ctl_help_pool ();
+  else if (strcmp (topic, "attach") == 0 || strcmp (topic, "detach") == 0)
+    ctl_help_attach ();
   else
     return ctl_usage_error ("no help for unknown command \"%s\" "
-                            "(commands: volume, snapshot, pool)", topic);
+                            "(commands: volume, snapshot, pool, attach, "
+                            "detach)", topic);
   return CTL_EXIT_OK;
 }
 
@@ -256,7 +295,10 @@ takes_value (const char *a)
 {
   static const char *const names[] = {
     "--size", "--type", "--prefix", "--status", "--sort", "--from-snapshot",
-    "--to", NULL
+    "--to",
+    "--from", "--format",                                      /* import-cmd.c */
+    "--instance", "--qmp", "--role", "--bus", "--timeout",   /* attach-cmd.c */
+    NULL
   };
   for (int i = 0; names[i]; i++)
     if (strcmp (a, names[i]) == 0)
@@ -356,6 +398,10 @@ run (int argc, char **argv)
     r = help ? help_topic ("snapshot") : ctl_cmd_snapshot (&g, nrest, rest);
   else if (strcmp (rest[0], "pool") == 0)
     r = help ? help_topic ("pool") : ctl_cmd_pool (&g, nrest, rest);
+  else if (strcmp (rest[0], "attach") == 0)
+    r = help ? help_topic ("attach") : ctl_cmd_attach (&g, nrest, rest);
+  else if (strcmp (rest[0], "detach") == 0)
+    r = help ? help_topic ("detach") : ctl_cmd_detach (&g, nrest, rest);
   else if (help)
     r = help_topic (NULL);
   else if (rest[0][0] == '-' && rest[0][1] != '\0')

@@ -14,7 +14,8 @@
 #define USAGE_CREATE "blockctl volume create NAME --size SIZE [--type TYPE] [--multi-attach]"
 #define USAGE_RESIZE "blockctl volume resize NAME --size SIZE"
 #define USAGE_ROLLBACK "blockctl volume rollback NAME --to SNAPSHOT"
-#define VOLUME_SUBCOMMANDS "create, list, show, resize, rollback or delete"
+#define VOLUME_SUBCOMMANDS "create, list, show, resize, rollback, delete, " \
+                           "import or export"
 
 /* Names: 1-63 of [A-Za-z0-9._-], not starting with '.' or '-'.  Volume
  * ids (UUIDs) pass this too, so it also guards "show/resize/delete ID". */
@@ -323,6 +324,7 @@ ctl_cmd_volume (const struct ctl_globals *g, int argc, char **argv)
     { "create", cmd_create }, { "list", cmd_list },
     { "show", cmd_show }, { "resize", cmd_resize },
     { "rollback", cmd_rollback }, { "delete", cmd_delete },
+    { "import", ctl_cmd_volume_import }, { "export", ctl_cmd_volume_export },
     { NULL, NULL }
   };
 
