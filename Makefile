@@ -28,7 +28,7 @@ CLIENT_SRC := $(wildcard client/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: all binaries run test unit integration deps clean bench bench-snapshot check-long fuzz
+.PHONY: all binaries run demo test unit integration deps clean bench bench-snapshot check-long fuzz
 all: deps
 	@$(MAKE) --no-print-directory binaries
 binaries: $(BUILD)/blockd $(BUILD)/blockctl
@@ -75,6 +75,10 @@ check-long: all
 run: all
 	@mkdir -p var/blockd
 	exec $(BUILD)/blockd --data-dir var/blockd
+
+# the whole story on one machine: import, boot, attach, snapshot, detach
+demo: all
+	@BUILD=$(BUILD) sh scripts/demo.sh
 
 bench: all
 	@BUILD=$(BUILD) sh fio-jobs/bench.sh

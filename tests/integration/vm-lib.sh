@@ -1,0 +1,39 @@
+# tests/integration/vm-lib.sh — sourced after lib.sh by the tests that boot
+# the test guest (tests/guest/) under QEMU through vm.py.  Chains a VM
+# cleanup in front of lib.sh's: every VM started under $T is killed by PID
+# (vm.py kill) before blockd is, whatever way the test ends.
+need qemu-system-x86_64
+GUEST=$ROOT/$BUILD/guest
+vm () { $PY "$ROOT/tests/integration/vm.py" "$@"; }
+
+vm_cleanup () {
+    for _d in "$T"/*/; do
+        [ -f "$_d/qemu.cmdline" ] || continue
+        vm kill --dir "$_d" 2>/dev/null \
+            || { [ -f "$_d/qemu.pid" ] && kill -9 "$(cat "$_d/qemu.pid")" 2>/dev/null; }
+    done
+    return 0
+}
+trap 'vm_cleanup; cleanup' EXIT
+
+# build_guest: build (or find up to date) $GUEST; skip the test if this
+# machine cannot (no kernel, modules or static busybox)
+build_guest () {
+    _rc=0
+    sh "$ROOT/tests/guest/build-guest.sh" "$GUEST" >"$T/build-guest.log" 2>&1 || _rc=$?
+    [ $_rc -eq 77 ] && skip "$(tail -n 1 "$T/build-guest.log")"
+    [ $_rc -eq 0 ] || { cat "$T/build-guest.log"; fail "tests/guest/build-guest.sh failed ($_rc)"; }
+}
+
+# vm_start DIR [vm.py start options] [-- QEMU-ARGS]: boot a VM in DIR owned
+# by this test (it dies with the test shell even on SIGKILL)
+vm_start () {
+    _d=$1; shift
+    vm start --dir "$_d" --guest "$GUEST" --owner $$ "$@" || fail "the VM in $_d did not boot"
+}
+
+# vm_stop DIR: power off from inside the guest; fails the test if it had to
+# be forced
+vm_stop () {
+    vm stop --dir "$1" || fail "the VM in $1 did not power off cleanly (see $1/serial.log)"
+}
