@@ -77,6 +77,22 @@ check_store () {
 uri () { echo "nbd://127.0.0.1:$NBD_PORT/$1"; }
 ctl () { "$BLOCKCTL" "$@"; }
 
+# ---- command checks: run CMD..., then ok WHAT or err CODE WHAT
+# run CMD...: stdout in $T/out, stderr in $T/err, exit code in $rc
+run () { "$@" >"$T/out" 2>"$T/err" && rc=0 || rc=$?; }
+# ok WHAT: the last command succeeded, quiet on stderr
+ok () {
+    [ "$rc" -eq 0 ] || fail "$1: exit $rc, stderr: $(cat "$T/err")"
+    [ ! -s "$T/err" ] || fail "$1: unexpected stderr: $(cat "$T/err")"
+}
+# err CODE WHAT: exit CODE, one line "blockctl: ..." on stderr, nothing on stdout
+err () {
+    [ "$rc" -eq "$1" ] || fail "$2: exit $rc, want $1 (stderr: $(cat "$T/err"))"
+    [ "$(wc -l <"$T/err")" -eq 1 ] || fail "$2: stderr is not one line: $(cat "$T/err")"
+    grep -q '^blockctl: ..*' "$T/err" || fail "$2: stderr is not 'blockctl: ...': $(cat "$T/err")"
+    [ ! -s "$T/out" ] || fail "$2: stdout on error: $(cat "$T/out")"
+}
+
 # ---- HTTP API checks (curl + python)
 # api METHOD PATH [BODY [CONTENT-TYPE]]: status in $st, body in $T/body.
 # BODY "@file" sends the file's bytes.

@@ -11,19 +11,6 @@ start_blockd
 API=$BLOCKD_API
 DEAD_API=http://127.0.0.1:$(free_port)
 
-# run CMD...: stdout $T/out, stderr $T/err, exit code $rc
-run () { "$@" >"$T/out" 2>"$T/err" && rc=0 || rc=$?; }
-ok () {
-    [ "$rc" -eq 0 ] || fail "$1: exit $rc, stderr: $(cat "$T/err")"
-    [ ! -s "$T/err" ] || fail "$1: unexpected stderr: $(cat "$T/err")"
-}
-# err CODE WHAT: exit CODE, one line "blockctl: ..." on stderr, nothing on stdout
-err () {
-    [ "$rc" -eq "$1" ] || fail "$2: exit $rc, want $1 (stderr: $(cat "$T/err"))"
-    [ "$(wc -l <"$T/err")" -eq 1 ] || fail "$2: stderr is not one line: $(cat "$T/err")"
-    grep -q '^blockctl: ..*' "$T/err" || fail "$2: stderr is not 'blockctl: ...': $(cat "$T/err")"
-    [ ! -s "$T/out" ] || fail "$2: stdout on error: $(cat "$T/out")"
-}
 has () { grep -qxF -- "$1" "$T/out" || fail "no line [$1] in: $(cat "$T/out")"; }
 json () {
     $PY -c "import json, sys; j = json.load(sys.stdin); sys.exit(0 if ($1) else 1)" <"$T/out" \

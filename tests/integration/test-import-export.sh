@@ -15,18 +15,6 @@
 need qemu-img qemu-nbd qemu-io nbdsh
 
 M=1048576
-run () { "$@" >"$T/out" 2>"$T/err" && rc=0 || rc=$?; }
-ok () {
-    [ "$rc" -eq 0 ] || fail "$1: exit $rc, stderr: $(cat "$T/err")"
-    [ ! -s "$T/err" ] || fail "$1: unexpected stderr (not a terminal): $(cat "$T/err")"
-}
-# err CODE WHAT: exit CODE, one line "blockctl: ..." on stderr, nothing on stdout
-err () {
-    [ "$rc" -eq "$1" ] || fail "$2: exit $rc, want $1 (stderr: $(cat "$T/err"))"
-    [ "$(wc -l <"$T/err")" -eq 1 ] || fail "$2: stderr is not one line: $(cat "$T/err")"
-    grep -q '^blockctl: ..*' "$T/err" || fail "$2: stderr is not 'blockctl: ...': $(cat "$T/err")"
-    [ ! -s "$T/out" ] || fail "$2: stdout on error: $(cat "$T/out")"
-}
 # vol_field NAME KEY: a field of the volume's JSON
 vol_field () {
     ctl --json volume show "$1" | $PY -c "import json, sys; print(json.load(sys.stdin)['$2'])"
