@@ -48,7 +48,7 @@ REF_QEMU = "qemu-nbd-none"
 REF_NULL = "nbdkit-null"
 
 METRICS = ["iops", "mib_s", "p50_us", "p99_us", "server_cpu_s_per_s",
-           "ios_per_server_cpu_s", "fio_cpu_s_per_s"]
+           "ios_per_server_cpu_s", "fio_cpu_s_per_s", "machine_cpu_busy_s_per_s"]
 
 
 def die(msg):
@@ -77,6 +77,15 @@ def proc_cpu_ticks(pid):
     # the command name may contain spaces: fields start after the last ')'
     fields = s[s.rindex(")") + 2:].split()
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+
+
+def machine_busy_ticks():
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]  # idle + iowait
+    total = sum(v[:8])  # guest time is already in user
+    return total - idle, total
 
 
 def cmd_jobs(args):
@@ -160,9 +169,11 @@ def cmd_run(args):
     pid = t["pid"]
     if pid is not None:
         c0 = proc_cpu_ticks(pid)
+    m0 = machine_busy_ticks()
     w0 = time.monotonic()
     res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     w1 = time.monotonic()
+    m1 = machine_busy_ticks()
     if pid is not None:
         try:
             c1 = proc_cpu_ticks(pid)
@@ -181,6 +192,9 @@ def cmd_run(args):
     rec.update(st)
     rec["wall_s"] = wall
     rec["fio_cpu_s_per_s"] = st["fio_cpu_pct_per_job"] / 100.0 * conns
+    # every CPU of the machine, busy (not idle or iowait): client, server,
+    # kernel threads, interrupts, and whatever else runs (noise)
+    rec["machine_cpu_busy_s_per_s"] = (m1[0] - m0[0]) / tck / wall
     if pid is not None:
         cpu_s = (c1 - c0) / tck
         rec["server_cpu_s"] = cpu_s
@@ -193,7 +207,9 @@ def cmd_run(args):
         json.dump(rec, f, indent=1)
     cpu = ("%.2f" % rec["server_cpu_s_per_s"]) if pid is not None else "n/a"
     print("  %-24s %-14s %9.0f IOPS %8.1f MiB/s  p50 %7.0f us  p99 %7.0f us  server CPU %s s/s"
-          % (args.job, t["name"], st["iops"], st["mib_s"], st["p50_us"], st["p99_us"], cpu),
+          "  machine busy %.2f CPUs"
+          % (args.job, t["name"], st["iops"], st["mib_s"], st["p50_us"], st["p99_us"], cpu,
+             rec["machine_cpu_busy_s_per_s"]),
           file=sys.stderr)
 
 
@@ -303,9 +319,9 @@ def build_results(targets, recs):
 def markdown_tables(results):
     lines = []
     head = ("| target | IOPS | MiB/s | p50 µs | p99 µs | server CPU s/s | IOs per server CPU-s "
-            "| fio CPU s/s | IOPS vs qemu-nbd none | IOPS vs nbdkit null "
+            "| fio CPU s/s | machine CPUs busy | IOPS vs qemu-nbd none | IOPS vs nbdkit null "
             "| IOs/CPU-s vs qemu-nbd none |")
-    sep = "|" + "---|" * 11
+    sep = "|" + "---|" * 12
     for j in results:
         lines.append("### %s" % j["job"])
         lines.append("")
@@ -313,12 +329,13 @@ def markdown_tables(results):
         lines.append(sep)
         for r in j["targets"]:
             if "skipped" in r:
-                lines.append("| %s | skipped: %s |%s" % (r["target"], r["skipped"], " |" * 9))
+                lines.append("| %s | skipped: %s |%s" % (r["target"], r["skipped"], " |" * 10))
                 continue
-            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 r["target"], fmt(r["iops"]), fmt(r["mib_s"], 1), fmt(r["p50_us"], 1),
                 fmt(r["p99_us"], 1), fmt(r["server_cpu_s_per_s"], 2),
                 fmt(r["ios_per_server_cpu_s"]), fmt(r["fio_cpu_s_per_s"], 2),
+                fmt(r.get("machine_cpu_busy_s_per_s"), 2),
                 fmt_ratio(r["iops_vs_qemu_nbd_none"]), fmt_ratio(r["iops_vs_nbdkit_null"]),
                 fmt_ratio(r["ios_per_cpu_vs_qemu_nbd_none"])))
         lines.append("")
@@ -399,7 +416,9 @@ def write_docs(path, info, settings, targets, tables):
     L.append("server CPU s/s is the server process's utime+stime (all threads, from")
     L.append("`/proc/PID/stat`) over the fio run divided by its wall time (ramp and")
     L.append("connection setup included); IOs per server CPU-s = IOPS / server CPU s/s;")
-    L.append("fio CPU s/s is fio's own CPU (the client; the only CPU figure for local-uring).")
+    L.append("fio CPU s/s is fio's own CPU (the client; the only CPU figure for local-uring);")
+    L.append("machine CPUs busy is every CPU's non-idle time over the run (client, server,")
+    L.append("kernel threads, interrupts and anything else running) from `/proc/stat`.")
     L.append("Ratios compare IOPS (and IOs per CPU-second) with qemu-nbd --cache=none and")
     L.append("with nbdkit null, the server that does no I/O: the ceiling of fio's nbd engine")
     L.append("on this machine. The 4conn jobs run 4 fio jobs, each on its own NBD connection,")

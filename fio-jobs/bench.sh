@@ -14,11 +14,15 @@
 #                         nbdkit-null local-uring
 #   JOBS="a b"            subset of the jobs (bench-report.py jobs lists them)
 #   BUILD=DIR             build directory (default build)
+#   BUILD_B=DIR           also run target "blockd-b": the blockd of another build
+#                         (an A/B comparison in the same interleaved run)
+#   BLOCKD_ARGS, BLOCKD_B_ARGS   extra blockd options for blockd / blockd-b
 # A run filtered by TARGETS or JOBS does not rewrite docs/BENCHMARKS.md.
 
 set -e
 
 ALL_TARGETS="blockd qemu-nbd-none qemu-nbd-wb nbdkit-file nbdkit-null local-uring"
+[ -z "$BUILD_B" ] || ALL_TARGETS="$ALL_TARGETS blockd-b"
 PY=/usr/bin/python3
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -27,6 +31,7 @@ HELPER="$HERE/bench-report.py"
 
 BUILD=${BUILD:-build}
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+case $BUILD_B in /*|'') ;; *) BUILD_B=$ROOT/$BUILD_B ;; esac
 BENCH=$BUILD/bench
 DATA=$BENCH/data
 RUNS=$BENCH/runs
@@ -62,6 +67,11 @@ case " $TARGETS " in *" nbdkit"*) need nbdkit "install nbdkit" ;; esac
 case " $TARGETS " in *" blockd "*)
 	if [ ! -x "$BUILD/blockd" ] || [ ! -x "$BUILD/blockctl" ]; then
 		die "$BUILD/blockd or blockctl not built (run make)"
+	fi ;;
+esac
+case " $TARGETS " in *" blockd-b "*)
+	if [ ! -x "$BUILD_B/blockd" ] || [ ! -x "$BUILD_B/blockctl" ]; then
+		die "$BUILD_B/blockd or blockctl not built (run make BUILD=$BUILD_B binaries)"
 	fi ;;
 esac
 
@@ -115,34 +125,45 @@ add_target() {
 	msg "$1 ready: $3 (pid $4, multi-conn $mc)"
 }
 
-# shellcheck disable=SC2046  # six port numbers
-set -- $($PY "$HELPER" ports 6)
-P_BLOCKD=$1 P_API=$2 P_QNONE=$3 P_QWB=$4 P_NKFILE=$5 P_NKNULL=$6
+# start_blockd NAME BUILD NBD-PORT API-PORT EXTRA-ARGS: a blockd with a 1 GiB volume, filled.
+start_blockd() {
+	mkdir -p "$DATA/$1"
+	# shellcheck disable=SC2086  # EXTRA-ARGS is a word list
+	"$2/blockd" --data-dir "$DATA/$1" --capacity 4G \
+		--nbd "127.0.0.1:$3" --api "127.0.0.1:$4" $5 \
+		>"$LOGS/$1.log" 2>&1 &
+	pid=$!
+	PIDS="$PIDS $pid"
+	api=http://127.0.0.1:$4
+	i=0
+	until BLOCKD_API=$api "$2/blockctl" pool show >/dev/null 2>&1; do
+		kill -0 "$pid" 2>/dev/null || die "$1 exited at start; see $LOGS/$1.log"
+		i=$((i + 1))
+		[ $i -lt 200 ] || die "$1 API does not answer on $api; see $LOGS/$1.log"
+		sleep 0.1
+	done
+	BLOCKD_API=$api "$2/blockctl" volume create bench --size 1G >/dev/null
+	uri=nbd://127.0.0.1:$3/bench
+	wait_nbd "$uri" "$pid" "$1"
+	fill_nbd "$uri"
+	desc="blockd, 1 GiB volume in a 4 GiB pool (default settings: $(nproc) threads, 1 MiB chunks)"
+	[ -z "$5" ] || desc="$desc; $5"
+	[ "$1" = blockd ] || desc="$desc; build $2"
+	add_target "$1" nbd "$uri" "$pid" "$desc"
+}
+
+# shellcheck disable=SC2046  # eight port numbers
+set -- $($PY "$HELPER" ports 8)
+P_BLOCKD=$1 P_API=$2 P_QNONE=$3 P_QWB=$4 P_NKFILE=$5 P_NKNULL=$6 P_BLOCKD_B=$7 P_API_B=$8
 
 msg "setup: $ROUNDS round(s), ${RUNTIME} s per run (+${RAMP} s ramp), data in $DATA"
 for t in $TARGETS; do
 	case $t in
 	blockd)
-		mkdir -p "$DATA/blockd"
-		"$BUILD/blockd" --data-dir "$DATA/blockd" --capacity 4G \
-			--nbd "127.0.0.1:$P_BLOCKD" --api "127.0.0.1:$P_API" \
-			>"$LOGS/blockd.log" 2>&1 &
-		pid=$!
-		PIDS="$PIDS $pid"
-		api=http://127.0.0.1:$P_API
-		i=0
-		until BLOCKD_API=$api "$BUILD/blockctl" pool show >/dev/null 2>&1; do
-			kill -0 "$pid" 2>/dev/null || die "blockd exited at start; see $LOGS/blockd.log"
-			i=$((i + 1))
-			[ $i -lt 200 ] || die "blockd API does not answer on $api; see $LOGS/blockd.log"
-			sleep 0.1
-		done
-		BLOCKD_API=$api "$BUILD/blockctl" volume create bench --size 1G >/dev/null
-		uri=nbd://127.0.0.1:$P_BLOCKD/bench
-		wait_nbd "$uri" "$pid" blockd
-		fill_nbd "$uri"
-		add_target blockd nbd "$uri" "$pid" \
-			"blockd, 1 GiB volume in a 4 GiB pool (default settings: $(nproc) threads, 1 MiB chunks)"
+		start_blockd blockd "$BUILD" "$P_BLOCKD" "$P_API" "$BLOCKD_ARGS"
+		;;
+	blockd-b)
+		start_blockd blockd-b "$BUILD_B" "$P_BLOCKD_B" "$P_API_B" "$BLOCKD_B_ARGS"
 		;;
 	qemu-nbd-none|qemu-nbd-wb)
 		f=$DATA/$t.raw
