@@ -47,6 +47,9 @@ static const struct setting settings[] = {
     "NBD connections accepted at once" },
   { "max-inflight", T_INT, S (max_inflight), 1, 4096, "256",
     "requests in flight per NBD connection before it stops reading" },
+  { "poll-us", T_INT, S (poll_us), 0, 10000, "50",
+    "microseconds a loop keeps polling for completions after its last I/O before it sleeps "
+    "(lower latency at queue depth 1; 0: always sleep; an idle loop sleeps)" },
   { "handshake-timeout", T_INT, S (handshake_timeout), 1, 3600, "30",
     "seconds a client may take to finish the NBD handshake" },
   { "log-level", T_STRING, S (log_level), 0, 0, "info", "error, warn, info or debug" },

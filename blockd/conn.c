@@ -306,6 +306,7 @@ static void
 conn_release (struct blk_conn *c, struct blk_req *q)
 {
   c->inflight--;
+  c->loop->inflight--;
   c->inflight_bytes -= q->charged;
   q->charged = 0;
   free (q->extra);
@@ -548,6 +549,7 @@ req_get (struct blk_conn *c, const struct nbd_request *r)
   }
   q->charged = need;
   c->inflight++;
+  c->loop->inflight++;
   c->inflight_bytes += need;
   return q;
 }

@@ -26,6 +26,7 @@ struct blk_config {
   int64_t max_connections;
   int64_t max_inflight;       /* requests in flight per connection */
   int64_t handshake_timeout;  /* seconds */
+  int64_t poll_us;            /* busy-poll this long after the last I/O before sleeping */
   int64_t fault_injection;    /* 1: POST /v1/debug/faults works (tests only) */
   char log_level[16];
 };
@@ -79,6 +80,10 @@ struct blk_loop {
   int *inbox_fds;
   size_t ninbox_fds, capinbox_fds;
   struct vol_io *inbox_ios;
+
+  uint64_t last_io_ns;            /* when a data-path completion was last seen */
+  bool taskrun_flag;              /* IORING_SETUP_TASKRUN_FLAG: poll_events works */
+  unsigned inflight;              /* NBD requests read and not yet answered, all connections */
 
   atomic_bool stopping;
   bool listeners_closed;

@@ -6,6 +6,12 @@
  * dispatched on the tag in the low bits of its user_data; replies produced
  * while a batch of CQEs is processed go out together afterwards, one
  * sendmsg per connection.
+ *
+ * For poll_us after a data-path completion a loop polls its completion
+ * queue instead of sleeping (poll_events): the next event (a disk read
+ * done, the client's next request) usually follows within tens of
+ * microseconds, and on a VM a sleep costs more than that — the waker pays
+ * an IPI exit and the sleeper a halt exit.  An idle loop sleeps.
  */
 #include "blockd/internal.h"
 
@@ -39,6 +45,59 @@ get_sqe (struct blk_loop *l)
     sqe = io_uring_get_sqe (&l->ring);
   }
   return sqe;
+}
+
+static uint64_t
+now_ns (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
+static inline void
+cpu_relax (void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause ();
+#elif defined(__aarch64__)
+  __asm__ __volatile__ ("yield");
+#endif
+}
+
+/* Polling pays at queue depth 1 only, where the client waits for each
+ * reply: with more requests in flight, completions come in a stream, a
+ * sleep is short and lets them batch, and a spinning loop takes CPU from
+ * the rest of the machine (measured: polling at any depth took server CPU
+ * from 0.27 to 0.52 s/s at 4k QD32 for no more IOPS, and at <= 2 requests
+ * in flight it still spun ~15% of blockd's CPU in 128k QD8 writes). */
+#define POLL_MAX_INFLIGHT 1
+
+/* Submit what is queued, then poll for completions until poll_us after the
+ * last data-path completion.  Completion work the kernel holds for this
+ * thread (DEFER_TASKRUN) is announced by IORING_SQ_TASKRUN and run with
+ * io_uring_get_events.  Returns true if CQEs are ready, false if the loop
+ * should sleep. */
+static bool
+poll_events (struct blk_loop *l)
+{
+  uint64_t until = l->last_io_ns + (uint64_t) blk_cfg.poll_us * 1000u;
+  if (blk_cfg.poll_us <= 0 || !l->taskrun_flag || l->inflight > POLL_MAX_INFLIGHT
+      || now_ns () >= until)
+    return false;
+  io_uring_submit (&l->ring);
+  for (unsigned i = 1;; i++) {
+    if (io_uring_cq_ready (&l->ring))
+      return true;
+    if (IO_URING_READ_ONCE (*l->ring.sq.kflags) & IORING_SQ_TASKRUN) {
+      io_uring_get_events (&l->ring);
+      continue;
+    }
+    if (i % 32 == 0 && (atomic_load_explicit (&l->stopping, memory_order_relaxed)
+                        || now_ns () >= until))
+      return false;
+    cpu_relax ();
+  }
 }
 
 static void
@@ -228,22 +287,25 @@ loop_main (void *arg)
   bool stop_begun = false;
 
   for (;;) {
-    int r = io_uring_submit_and_wait (&l->ring, 1);
+    int r = 0;
+    if (!poll_events (l))
+      r = io_uring_submit_and_wait (&l->ring, 1);
     if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
       log_error ("loop %d: io_uring_submit_and_wait: %s", l->index, strerror (-r));
       break;
     }
     struct io_uring_cqe *cqe;
     unsigned head, n = 0;
+    bool io_seen = false;
     io_uring_for_each_cqe (&l->ring, head, cqe) {
       n++;
       uint64_t ud = cqe->user_data;
       void *p = (void *) (uintptr_t) (ud & ~TAG_MASK);
       switch (ud & TAG_MASK) {
-      case TAG_VOL:    vol_io_cqe (&l->vctx, cqe); break;
+      case TAG_VOL:    vol_io_cqe (&l->vctx, cqe); io_seen = true; break;
       case TAG_ACCEPT: on_accept (l, p, cqe->res); break;
-      case TAG_RECV:   blk_conn_recv_done (p, cqe->res); break;
-      case TAG_SEND:   blk_conn_send_done (p, cqe->res); break;
+      case TAG_RECV:   blk_conn_recv_done (p, cqe->res); io_seen = true; break;
+      case TAG_SEND:   blk_conn_send_done (p, cqe->res); io_seen = true; break;
       case TAG_WAKE:
         drain_inbox (l);
         arm_wake (l);
@@ -267,6 +329,8 @@ loop_main (void *arg)
     }
     io_uring_cq_advance (&l->ring, n);
     blk_loop_flush_dirty (l);
+    if (io_seen && blk_cfg.poll_us > 0)
+      l->last_io_ns = now_ns ();
 
     if (atomic_load (&l->stopping)) {
       if (!stop_begun) {
@@ -286,13 +350,16 @@ loop_main (void *arg)
  * completion work only when that thread asks for events, in batches,
  * instead of interrupting it.  (On this VM the difference is within the
  * noise: a profile shows the server's CPU going to the virtio disk kick and
- * TCP, not to io_uring's task work.)  Older kernels fall back to
- * COOP_TASKRUN, then to no flags. */
+ * TCP, not to io_uring's task work.)  TASKRUN_FLAG lets poll_events see
+ * pending completion work without a system call.  Older kernels fall back
+ * to COOP_TASKRUN, then to no flags (and no polling). */
 static int
 ring_init (struct blk_loop *l)
 {
   static const unsigned tries[] = {
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
     IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
     IORING_SETUP_COOP_TASKRUN,
     0,
   };
@@ -303,6 +370,7 @@ ring_init (struct blk_loop *l)
     p.flags = IORING_SETUP_CQSIZE | tries[i];
     r = io_uring_queue_init_params (RING_ENTRIES, &l->ring, &p);
     if (r == 0) {
+      l->taskrun_flag = (p.flags & IORING_SETUP_TASKRUN_FLAG) != 0;
       if (l->index == 0)
         log_debug ("io_uring set up with flags 0x%x", p.flags);
       return 0;
