@@ -294,10 +294,10 @@ drain (struct blk_conn *c, const char *why)
 }
 
 static void
-req_free (struct blk_req *q)
+req_free (struct blk_conn *c, struct blk_req *q)
 {
   vol_io_release (&q->io);
-  free (q->buf);
+  blk_buf_put (c->loop, q->buf, q->bufcap);
   free (q->extra);
   free (q);
 }
@@ -313,7 +313,7 @@ conn_release (struct blk_conn *c, struct blk_req *q)
   q->extra = NULL;
   q->extralen = 0;
   if (q->bufcap > KEEP_BUF_MAX) {
-    free (q->buf);
+    blk_buf_put (c->loop, q->buf, q->bufcap);
     q->buf = NULL;
     q->bufcap = 0;
   }
@@ -345,7 +345,7 @@ maybe_free (struct blk_conn *c)
   while (c->free_reqs) {
     struct blk_req *q = c->free_reqs;
     c->free_reqs = q->next;
-    req_free (q);
+    req_free (c, q);
   }
   log_debug ("connection %s: closed", c->peer);
   nbd_hs_free (&c->hs);
@@ -535,17 +535,14 @@ req_get (struct blk_conn *c, const struct nbd_request *r)
   q->next = NULL;
   size_t need = (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) ? r->length : 0;
   if (need > q->bufcap) {
-    free (q->buf);
-    q->buf = NULL;
+    blk_buf_put (c->loop, q->buf, q->bufcap);
     q->bufcap = 0;
-    size_t cap = need < 4096 ? 4096 : (need + 4095) & ~(size_t) 4095;
-    if (posix_memalign (&q->buf, 4096, cap) != 0) {
-      q->buf = NULL;
+    q->buf = blk_buf_get (c->loop, need, &q->bufcap);
+    if (q->buf == NULL) {
       q->next = c->free_reqs;
       c->free_reqs = q;
       return NULL;
     }
-    q->bufcap = cap;
   }
   q->charged = need;
   c->inflight++;

@@ -60,6 +60,10 @@ enum {
 };
 #define TAG_MASK 7ULL
 
+#define BLK_ARENA_SIZE  (16u << 20)
+#define BLK_BUF_MIN_SHIFT 12            /* 4 KiB */
+#define BLK_BUF_CLASSES 9               /* 4 KiB .. 1 MiB */
+
 struct blk_conn;
 struct blk_listener {
   int fd;
@@ -85,6 +89,13 @@ struct blk_loop {
   bool taskrun_flag;              /* IORING_SETUP_TASKRUN_FLAG: poll_events works */
   unsigned inflight;              /* NBD requests read and not yet answered, all connections */
 
+  /* Data buffers of this loop's requests: an arena registered with the
+   * ring (fixed buffer 0), cut into power-of-two classes of 4 KiB..1 MiB;
+   * a freed buffer goes to its class's free list. */
+  char *arena;
+  size_t arena_len, arena_used;
+  void *buf_free[BLK_BUF_CLASSES];
+
   atomic_bool stopping;
   bool listeners_closed;
   struct blk_conn *conns;         /* all connections of this loop */
@@ -103,6 +114,11 @@ int blk_loops_start (unsigned n, char *err, size_t errlen);
 void blk_loops_stop (void);
 void blk_loop_wake (struct blk_loop *l);
 void blk_loop_post_fd (struct blk_loop *l, int fd);
+/* A data buffer of at least len bytes, 4 KiB aligned, from l's registered
+ * arena if it has room (else from the heap); *cap is set to its size.
+ * Give it back with blk_buf_put on l's thread.  NULL if out of memory. */
+void *blk_buf_get (struct blk_loop *l, size_t len, size_t *cap);
+void blk_buf_put (struct blk_loop *l, void *buf, size_t cap);
 
 /* ---- conn.c: one NBD connection ------------------------------------------- */
 void blk_conn_start (struct blk_loop *l, int fd);

@@ -142,6 +142,93 @@ blk_loop_wake (struct blk_loop *l)
     log_error ("waking loop %d: %s", l->index, strerror (errno));
 }
 
+/* ---- data buffers ------------------------------------------------------------ */
+static bool
+in_arena (struct blk_loop *l, void *buf)
+{
+  uintptr_t a = (uintptr_t) buf, base = (uintptr_t) l->arena;
+  return l->arena && a >= base && a < base + l->arena_len;
+}
+
+void *
+blk_buf_get (struct blk_loop *l, size_t len, size_t *cap)
+{
+  unsigned c = 0;
+  while (c < BLK_BUF_CLASSES && ((size_t) 1 << (BLK_BUF_MIN_SHIFT + c)) < len)
+    c++;
+  if (c < BLK_BUF_CLASSES && l->arena) {
+    size_t size = (size_t) 1 << (BLK_BUF_MIN_SHIFT + c);
+    void *b = l->buf_free[c];
+    if (b) {
+      memcpy (&l->buf_free[c], b, sizeof (void *));
+      *cap = size;
+      return b;
+    }
+    if (l->arena_len - l->arena_used >= size) {
+      b = l->arena + l->arena_used;
+      l->arena_used += size;
+      *cap = size;
+      return b;
+    }
+  }
+  size_t size = len < 4096 ? 4096 : (len + 4095) & ~(size_t) 4095;
+  void *b;
+  if (posix_memalign (&b, 4096, size) != 0)
+    return NULL;
+  *cap = size;
+  return b;
+}
+
+void
+blk_buf_put (struct blk_loop *l, void *buf, size_t cap)
+{
+  if (buf == NULL)
+    return;
+  if (!in_arena (l, buf)) {
+    free (buf);
+    return;
+  }
+  unsigned c = 0;
+  while (((size_t) 1 << (BLK_BUF_MIN_SHIFT + c)) < cap)
+    c++;
+  memcpy (buf, &l->buf_free[c], sizeof (void *));
+  l->buf_free[c] = buf;
+}
+
+/* The arena, registered with the ring with the pool file.  Without it (no
+ * memory, or a locked-memory limit) buffers come from the heap and pool I/O
+ * goes the ordinary way. */
+#if defined(__SANITIZE_ADDRESS__)
+#define ARENA_OFF 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ARENA_OFF 1
+#endif
+#endif
+
+static void
+arena_init (struct blk_loop *l)
+{
+#ifdef ARENA_OFF
+  /* under ASan every request buffer is its own heap block, so that an
+   * overrun is caught; the pool file is still registered */
+  vol_ioctx_register (&l->vctx, NULL, 0);
+  return;
+#endif
+  void *a;
+  if (posix_memalign (&a, 4096, BLK_ARENA_SIZE) != 0)
+    return;
+  int r = vol_ioctx_register (&l->vctx, a, BLK_ARENA_SIZE);
+  if (r < 0) {
+    log_info ("loop %d: pool I/O without registered buffers: %s", l->index, strerror (-r));
+    free (a);
+    vol_ioctx_register (&l->vctx, NULL, 0);
+    return;
+  }
+  l->arena = a;
+  l->arena_len = BLK_ARENA_SIZE;
+}
+
 /* vol_ioctx.post: called from any thread. */
 static void
 post_io (struct vol_ioctx *ctx, struct vol_io *io)
@@ -391,6 +478,8 @@ loop_thread (void *arg)
 {
   struct blk_loop *l = arg;
   int r = ring_init (l);
+  if (r == 0)
+    arena_init (l);
   pthread_mutex_lock (&start_lock);
   if (r < 0 && start_error == 0)
     start_error = r;
@@ -463,6 +552,7 @@ blk_loops_stop (void)
       close (l->inbox_fds[j]);
     free (l->inbox_fds);
     io_uring_queue_exit (&l->ring);
+    free (l->arena);
     close (l->efd);
     pthread_mutex_destroy (&l->inbox_lock);
   }

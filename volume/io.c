@@ -100,28 +100,66 @@ static int
 sub_submit (struct vol_io *io, struct vol_sub *s, void *base)
 {
   struct vol_store *st = io->vol->st;
-  struct io_uring_sqe *sqe = get_sqe (io->ctx->ring);
+  struct vol_ioctx *ctx = io->ctx;
+  struct io_uring_sqe *sqe = get_sqe (ctx->ring);
   if (sqe == NULL)
     return -EBUSY;
+  int fd = ctx->pool_fixed ? 0 : st->pool_fd;
+  char *p = NULL;
+  bool fixed = false;
+  if (base) {                       /* a read or a write: is its buffer registered? */
+    p = (char *) base + s->bpos;
+    uintptr_t a = (uintptr_t) p, fb = (uintptr_t) ctx->fixed_base;
+    fixed = ctx->fixed_len && a >= fb && a + s->len <= fb + ctx->fixed_len;
+  }
   switch (s->kind) {
   case SUB_READ:
   case SUB_RMW_READ:
   case SUB_COW_READ:
-    io_uring_prep_read (sqe, st->pool_fd, (char *) base + s->bpos, s->len, s->foff);
+    if (fixed)
+      io_uring_prep_read_fixed (sqe, fd, p, s->len, s->foff, 0);
+    else
+      io_uring_prep_read (sqe, fd, p, s->len, s->foff);
     break;
   case SUB_WRITE:
   case SUB_COW_WRITE:
-    io_uring_prep_write (sqe, st->pool_fd, (char *) base + s->bpos, s->len, s->foff);
+    if (fixed)
+      io_uring_prep_write_fixed (sqe, fd, p, s->len, s->foff, 0);
+    else
+      io_uring_prep_write (sqe, fd, p, s->len, s->foff);
     break;
   case SUB_FALLOC:
   case SUB_FREE:
-    io_uring_prep_fallocate (sqe, st->pool_fd, s->fmode, s->foff, s->len);
+    io_uring_prep_fallocate (sqe, fd, s->fmode, s->foff, s->len);
     break;
   default:
     abort ();                       /* every kind submitted is listed above */
   }
-  io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) s | io->ctx->tag);
+  if (ctx->pool_fixed)
+    sqe->flags |= IOSQE_FIXED_FILE;
+  io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) s | ctx->tag);
   io->pending++;
+  return 0;
+}
+
+int
+vol_ioctx_register (struct vol_ioctx *ctx, void *arena, size_t len)
+{
+  int fd = ctx->store->pool_fd;
+  int r = io_uring_register_files (ctx->ring, &fd, 1);
+  if (r < 0)
+    return r;
+  if (arena && len) {
+    struct iovec iov = { arena, len };
+    r = io_uring_register_buffers (ctx->ring, &iov, 1);
+    if (r < 0) {
+      io_uring_unregister_files (ctx->ring);
+      return r;
+    }
+    ctx->fixed_base = arena;
+    ctx->fixed_len = len;
+  }
+  ctx->pool_fixed = true;
   return 0;
 }
 

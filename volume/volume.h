@@ -209,7 +209,19 @@ struct vol_ioctx {
   void *opaque;
   unsigned background;    /* store-internal SQEs in flight (chunk releases): a
                              loop must not exit before this is 0 */
+  /* set by vol_ioctx_register: the pool is registered file 0 of ring, and
+   * data buffers inside [fixed_base, fixed_base + fixed_len) are in its
+   * registered buffer 0 */
+  bool pool_fixed;
+  char *fixed_base;
+  size_t fixed_len;
 };
+
+/* Register the store's pool file, and arena (len bytes, may be NULL) as
+ * buffer 0, with ctx's ring, so that pool I/O skips the per-request file
+ * lookup and page pinning.  Call on the ring's thread before any I/O.
+ * Returns 0, or -errno with nothing changed (I/O works as before). */
+int vol_ioctx_register (struct vol_ioctx *ctx, void *arena, size_t len);
 
 enum vol_op { VOL_OP_READ, VOL_OP_WRITE, VOL_OP_FLUSH, VOL_OP_TRIM, VOL_OP_ZERO };
 #define VOL_F_FUA       (1u << 0)
