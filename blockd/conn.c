@@ -74,6 +74,7 @@ struct blk_conn {
   uint8_t *rbuf;
   size_t rpos, rlen;
   bool recv_armed, recv_direct, send_armed;
+  bool big_writes;              /* the last request was a WRITE of >= DIRECT_MIN bytes */
   bool eof;                     /* the client shut its side: read no more, finish rbuf */
   struct blk_req *payload_req;  /* a WRITE still receiving its payload */
   uint64_t discard_left;        /* payload of a refused request still to skip */
@@ -675,6 +676,7 @@ process_one (struct blk_conn *c)
     reply (c, e, -ENOMEM, 0, NULL);
     return true;
   }
+  c->big_writes = r.type == NBD_CMD_WRITE && r.length >= DIRECT_MIN;
   if (r.type == NBD_CMD_WRITE && r.length) {
     c->payload_req = q;
     return true;                 /* the payload is taken on the next round */
@@ -725,8 +727,9 @@ arm_recv (struct blk_conn *c)
   }
   struct blk_req *q = c->payload_req;
   if (q && c->rlen == 0 && q->r.length - q->payload_got >= DIRECT_MIN) {
+    /* the payload straight into the request buffer, in one completion */
     io_uring_prep_recv (sqe, c->fd, (char *) q->buf + q->payload_got,
-                        q->r.length - q->payload_got, 0);
+                        q->r.length - q->payload_got, MSG_WAITALL);
     c->recv_direct = true;
   }
   else {
@@ -741,7 +744,15 @@ arm_recv (struct blk_conn *c)
       io_uring_sqe_set_data64 (sqe, 0);
       return;
     }
-    io_uring_prep_recv (sqe, c->fd, c->rbuf + c->rlen, RBUF_SIZE - c->rlen, 0);
+    size_t room = RBUF_SIZE - c->rlen;
+    /* After a large write the next request is likely one too: read only
+     * its header, so that its payload goes straight into its buffer
+     * rather than through rbuf and a copy (seqwrite-128k: memmove was ~5%
+     * of blockd's CPU).  Small requests are read many at a time. */
+    if (c->big_writes && q == NULL && c->discard_left == 0 && c->rlen < NBD_REQUEST_LEN
+        && c->state == CONN_TRANSMISSION)
+      room = NBD_REQUEST_LEN - c->rlen;
+    io_uring_prep_recv (sqe, c->fd, c->rbuf + c->rlen, room, 0);
     c->recv_direct = false;
   }
   io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) c | TAG_RECV);
