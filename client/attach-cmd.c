@@ -477,14 +477,18 @@ parse_timeout (const char *s, int *ms)
 }
 
 /* The QEMU half of detach: unplug D's device from the instance on Q and
- * remove its node.  Returns 0 or CTL_EXIT_QEMU (said). */
+ * remove its node.  SERVED: blockd serves the volume to more NBD clients
+ * than the volume's other instances account for, so a QEMU that has
+ * neither device nor node is not taken as "already unplugged" (it may be
+ * the wrong socket, while the instance still has the disk).  Returns 0 or
+ * CTL_EXIT_QEMU (said). */
 static int
 unplug (struct ctl_qmp *q, const struct disk *d, const char *instance,
-        const char *role, int timeout_ms)
+        const char *role, int timeout_ms, const char *qmp, bool served)
 {
   struct json_object *st = NULL, *args, *ev = NULL;
   char what[CTL_QMP_ERRLEN + 64];
-  bool running = false, pending = true;
+  bool running = false, pending = true, no_device = false;
   int r;
 
   if ((r = ctl_qmp_execute (q, "query-status", NULL, QMP_COMMAND_MS, &st))) {
@@ -508,9 +512,7 @@ unplug (struct ctl_qmp *q, const struct disk *d, const char *instance,
   json_object_object_add (args, "id", json_object_new_string (d->node));
   r = ctl_qmp_execute (q, "device_del", args, QMP_COMMAND_MS, NULL);
   if (r == 1 && strcmp (ctl_qmp_error_class (q), "DeviceNotFound") == 0) {
-    ctl_error ("note: instance \"%s\" has no device %s (already unplugged); "
-               "removing block node %s and the record", instance, d->node,
-               d->node);
+    no_device = true;           /* said below, once the node is known */
     pending = false;
   }
   else if (r == 1 && strstr (ctl_qmp_error (q), "in the process of unplug"))
@@ -557,7 +559,20 @@ unplug (struct ctl_qmp *q, const struct disk *d, const char *instance,
   args = json_object_new_object ();
   json_object_object_add (args, "node-name", json_object_new_string (d->node));
   r = ctl_qmp_execute (q, "blockdev-del", args, QMP_COMMAND_MS, NULL);
-  if (r == 1 && strncmp (ctl_qmp_error (q), "Failed to find node", 19) == 0)
+  bool no_node = r == 1 && strncmp (ctl_qmp_error (q), "Failed to find node", 19) == 0;
+  if (no_device && no_node && served) {
+    ctl_error ("volume \"%s\": the QEMU on QMP socket %s has neither device %s "
+               "nor block node %s, but blockd still serves the volume to an NBD "
+               "client: is %s the QMP socket of instance \"%s\"? nothing was "
+               "detached (if the instance is stopped or gone, detach without "
+               "--qmp)", d->name, qmp, d->node, d->node, qmp, instance);
+    return CTL_EXIT_QEMU;
+  }
+  if (no_device)
+    ctl_error ("note: instance \"%s\" has no device %s (already unplugged); "
+               "removing block node %s and the record", instance, d->node,
+               d->node);
+  if (no_node)
     ctl_error ("note: instance \"%s\" has no block node %s (already removed)",
                instance, d->node);
   else if (r != 0) {
@@ -643,7 +658,14 @@ ctl_cmd_detach (const struct ctl_globals *g, int argc, char **argv)
     r = CTL_EXIT_QEMU;
     goto out;
   }
-  if ((r = unplug (q, &d, inst, role, timeout_ms)) != 0)
+  /* Each other instance of a multi-attach volume has its connection. */
+  uint64_t conns = 0;
+  struct json_object *jm;
+  bool multi = json_object_object_get_ex (before, "multi_attach", &jm)
+    && json_object_get_boolean (jm);
+  bool served = ctl_json_u64 (before, "connections", &conns)
+    && conns > (multi ? n - 1 : 0);
+  if ((r = unplug (q, &d, inst, role, timeout_ms, qmp, served)) != 0)
     goto out;
   if ((r = post_detach (g, pos[0], inst, &after)) != CTL_EXIT_OK) {
     ctl_error ("volume \"%s\": device %s is out of instance \"%s\", but the "

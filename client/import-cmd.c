@@ -249,7 +249,8 @@ ctl_cmd_volume_export (const struct ctl_globals *g, int argc, char **argv)
     return r;
   if (format == NULL)
     format = "raw";
-  if (stat (to, &sb) == 0) {
+  bool existed = stat (to, &sb) == 0;
+  if (existed) {
     if (!force)
       return ctl_usage_error ("volume export: \"%s\" exists (add --force to "
                               "overwrite it)", to);
@@ -258,8 +259,12 @@ ctl_cmd_volume_export (const struct ctl_globals *g, int argc, char **argv)
   }
 
   /* Created before the first request, so that a file that cannot be is a
-   * usage error; removed again if anything fails. */
-  int fd = open (to, O_WRONLY | O_CREAT | O_CLOEXEC | (force ? O_TRUNC : O_EXCL), 0666);
+   * usage error; removed again if anything fails.  A file that --force
+   * replaces is only cut short once the source is connected: an export
+   * that fails before that (a mistyped name, blockd down) leaves it as it
+   * was. */
+  bool remove_on_fail = !existed;
+  int fd = open (to, O_WRONLY | O_CREAT | O_CLOEXEC | (force ? 0 : O_EXCL), 0666);
   if (fd == -1)
     return ctl_usage_error ("volume export: cannot create \"%s\": %s", to,
                             strerror (errno));
@@ -292,8 +297,9 @@ ctl_cmd_volume_export (const struct ctl_globals *g, int argc, char **argv)
   size = src.size;                     /* what NBD says is what we copy */
 
   r = CTL_EXIT_SERVER;
+  remove_on_fail = true;               /* from here on FILE is overwritten */
   if (strcmp (format, "raw") == 0) {
-    if (ftruncate (fd, (off_t) size) == -1) {
+    if (ftruncate (fd, 0) == -1 || ftruncate (fd, (off_t) size) == -1) {
       ctl_error ("export of \"%s\" failed: cannot make \"%s\" %llu bytes "
                  "long: %s", name, to, (unsigned long long) size, strerror (errno));
       goto fail;
@@ -337,6 +343,7 @@ ctl_cmd_volume_export (const struct ctl_globals *g, int argc, char **argv)
   ctl_img_end_close (&src, false, &ignored);
   ctl_img_end_close (&dst, false, &ignored);
   json_object_put (obj);
-  unlink (to);
+  if (remove_on_fail)
+    unlink (to);
   return r;
 }

@@ -13,7 +13,7 @@ need qemu-system-x86_64 curl
 
 QEMU_PIDS=
 cleanup_qemus () {
-    for p in $QEMU_PIDS; do kill "$p" 2>/dev/null || true; done
+    for p in $QEMU_PIDS; do kill -9 "$p" 2>/dev/null || true; done
     cleanup
 }
 trap cleanup_qemus EXIT
@@ -157,6 +157,12 @@ run attach $LONG --instance vm2 --qmp "$T/vm2.qmp"; expect_rc 0 "attach $LONG"
 says "$T/out" "device: $LNODE" "long name output"
 has_disk "$T/vm2.qmp" "$LNODE" $LONG
 
+echo "detach --qmp through the wrong instance's socket: refused, the record stays"
+run detach $LONG --qmp "$T/vm1.qmp"; expect_rc 4 "detach $LONG (on vm2) through vm1's socket"
+says "$T/err" "the QMP socket of instance \"vm2\"? nothing was detached" "wrong socket"
+attached_to $LONG vm2
+has_disk "$T/vm2.qmp" "$LNODE" $LONG
+
 echo "rollback: QEMU refuses blockdev-add (node-name in use)"
 qmp "$T/vm2.qmp" blockdev-add '{"driver": "null-co", "node-name": "blockd-r1"}' >/dev/null
 run attach r1 --instance vm2 --qmp "$T/vm2.qmp"; expect_rc 4 "attach r1 with its node-name taken"
@@ -188,7 +194,7 @@ attached_to r1 ""
 echo "--print-args: the options start a QEMU that has the disk"
 run attach p1 --instance vm4 --print-args; expect_rc 0 "print-args p1"
 [ "$(wc -l <"$T/out")" -eq 2 ] || fail "print-args: two lines expected: $(cat "$T/out")"
-says "$T/out" "-blockdev driver=nbd,node-name=blockd-p1,server.type=inet,server.host=127.0.0.1,server.port=$NBD_PORT,export=p1" "print-args"
+says "$T/out" "-blockdev driver=nbd,node-name=blockd-p1,server.type=inet,server.host=127.0.0.1,server.port=$NBD_PORT,export=p1,reconnect-delay=30" "print-args"
 says "$T/out" "-device virtio-blk-pci,id=blockd-p1,drive=blockd-p1,serial=$(field p1 id | cut -c1-20)" "print-args"
 attached_to p1 vm4
 set -f
