@@ -234,6 +234,8 @@ const char *ctl_qmp_error (const struct ctl_qmp *q);
 const char *ctl_qmp_error_class (const struct ctl_qmp *q);
 
 /* ---- qemu-disk.c: a volume as QEMU sees it (pure functions) */
+/* Seconds QEMU holds a disk's requests while it reconnects to blockd. */
+#define CTL_NBD_RECONNECT_DELAY 30
 /* Where a volume is served: parsed from its nbd_uri. */
 struct ctl_nbd_server {
   bool unix_socket;
@@ -258,7 +260,7 @@ int ctl_qemu_id (const char *name, const char *id,
 void ctl_qemu_serial (const char *id, char out[CTL_SERIAL_MAX + 1]);
 /* New objects (caller owns): blockdev-add's arguments for an nbd node
  * NODE, and device_add's for a virtio-blk-pci device NODE on it with
- * SERIAL; BOOT adds bootindex=0, BUS (may be NULL) picks the PCI bus. */
+ * SERIAL; BOOT adds bootindex=1, BUS (may be NULL) picks the PCI bus. */
 struct json_object *ctl_qemu_blockdev (const struct ctl_nbd_server *s,
                                        const char *node);
 struct json_object *ctl_qemu_device (const char *node, const char *serial,

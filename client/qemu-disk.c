@@ -202,6 +202,11 @@ ctl_qemu_blockdev (const struct ctl_nbd_server *s, const char *node)
   }
   json_object_object_add (a, "server", srv);
   json_object_object_add (a, "export", json_object_new_string (s->export_name));
+  /* When the connection to blockd breaks (blockd restarted or upgraded),
+   * QEMU reconnects and holds the guest's requests for up to this long
+   * instead of failing them: the guest sees a pause, not I/O errors.  Not
+   * longer: a QEMU told to quit while blockd is down waits it out too. */
+  json_object_object_add (a, "reconnect-delay", json_object_new_int (CTL_NBD_RECONNECT_DELAY));
   return a;
 }
 
@@ -217,6 +222,13 @@ ctl_qemu_device (const char *node, const char *serial, bool boot,
   json_object_object_add (a, "serial", json_object_new_string (serial));
   if (bus)
     json_object_object_add (a, "bus", json_object_new_string (bus));
+  /* A request that fails because blockd is away (QEMU's NBD client fails
+   * the one that finds the connection broken; reconnect-delay covers the
+   * rest) pauses the VM instead of reaching the guest as an I/O error, as
+   * a cloud disk stalls rather than fails: "cont" retries it once blockd
+   * is back. */
+  json_object_object_add (a, "rerror", json_object_new_string ("stop"));
+  json_object_object_add (a, "werror", json_object_new_string ("stop"));
   /* 1, not 0: direct kernel boot (-kernel) takes bootindex 0 for itself,
    * and 1 still puts the system disk before every other disk. */
   if (boot)

@@ -442,10 +442,10 @@ Test (qemu_disk, qmp_arguments_and_options)
   cr_expect_str_eq (json_object_to_json_string_ext (bd, JSON_C_TO_STRING_PLAIN),
                     "{\"driver\":\"nbd\",\"node-name\":\"blockd-data1\",\"server\":"
                     "{\"type\":\"inet\",\"host\":\"127.0.0.1\",\"port\":\"10809\"},"
-                    "\"export\":\"data1\"}");
+                    "\"export\":\"data1\",\"reconnect-delay\":30}");
   char *o = ctl_qemu_optstr (bd, NULL);
   cr_expect_str_eq (o, "driver=nbd,node-name=blockd-data1,server.type=inet,"
-                    "server.host=127.0.0.1,server.port=10809,export=data1");
+                    "server.host=127.0.0.1,server.port=10809,export=data1,reconnect-delay=30");
   free (o);
   json_object_put (bd);
 
@@ -453,19 +453,20 @@ Test (qemu_disk, qmp_arguments_and_options)
   bd = ctl_qemu_blockdev (&s, "blockd-d");
   o = ctl_qemu_optstr (bd, NULL);
   cr_expect_str_eq (o, "driver=nbd,node-name=blockd-d,server.type=unix,"
-                    "server.path=/tmp/a,,b,export=d");
+                    "server.path=/tmp/a,,b,export=d,reconnect-delay=30");
   free (o);
   json_object_put (bd);
 
   struct json_object *dev = ctl_qemu_device ("blockd-d", "3f2b8c1e-5d7a-4e09-9", true, NULL);
   o = ctl_qemu_optstr (dev, "driver");
   cr_expect_str_eq (o, "virtio-blk-pci,id=blockd-d,drive=blockd-d,"
-                    "serial=3f2b8c1e-5d7a-4e09-9,bootindex=1");
+                    "serial=3f2b8c1e-5d7a-4e09-9,rerror=stop,werror=stop,bootindex=1");
   free (o);
   json_object_put (dev);
   dev = ctl_qemu_device ("blockd-d", "s", false, "rp1");
   o = ctl_qemu_optstr (dev, "driver");
-  cr_expect_str_eq (o, "virtio-blk-pci,id=blockd-d,drive=blockd-d,serial=s,bus=rp1");
+  cr_expect_str_eq (o, "virtio-blk-pci,id=blockd-d,drive=blockd-d,serial=s,bus=rp1,"
+                    "rerror=stop,werror=stop");
   free (o);
   json_object_put (dev);
 }
