@@ -220,8 +220,8 @@ vol_snapshot_create (struct vol_store *st, const char *vol, const char *name,
   }
   for (struct snapshot *s = st->snaps; s; s = s->next)
     if (strcmp (s->vol_id, v->id) == 0 && strcmp (s->name, name) == 0) {
-      pthread_mutex_unlock (&st->lock);
       set_err (err, errlen, "volume \"%s\" already has a snapshot named \"%s\"", v->name, name);
+      pthread_mutex_unlock (&st->lock);
       return -EEXIST;
     }
   struct snapshot *s = calloc (1, sizeof *s);
@@ -283,9 +283,9 @@ vol_snapshot_delete (struct vol_store *st, const char *ref, bool force, char *er
   }
   unsigned n;
   if (s->view && (n = volume_retire (s->view, force)) != 0) {
-    pthread_mutex_unlock (&st->lock);
     set_err (err, errlen, "snapshot %s@%s is exported to %u NBD connection%s; disconnect "
              "them or delete with force", s->vol_name, s->name, n, n == 1 ? "" : "s");
+    pthread_mutex_unlock (&st->lock);
     return -EBUSY;
   }
   rocksdb_writebatch_t *wb = rocksdb_writebatch_create ();
@@ -521,10 +521,10 @@ vol_rollback (struct vol_store *st, const char *name_or_id, const char *ref,
   pthread_mutex_lock (&v->lock);
   if (v->nsessions) {
     unsigned n = v->nsessions;
-    pthread_mutex_unlock (&v->lock);
-    pthread_mutex_unlock (&st->lock);
     set_err (err, errlen, "volume \"%s\" is in use by %u NBD connection%s; detach it before "
              "rolling back", v->name, n, n == 1 ? "" : "s");
+    pthread_mutex_unlock (&v->lock);
+    pthread_mutex_unlock (&st->lock);
     return -EBUSY;
   }
   /* The volume goes on as a new lineage reading through the snapshot; the

@@ -585,17 +585,18 @@ vol_delete (struct vol_store *st, const char *name_or_id, bool force, char *err,
     set_err (err, errlen, "volume \"%.80s\" not found", name_or_id);
     return -ENOENT;
   }
+  /* messages before unlocking: v may go away once st->lock is released */
   if (v->nattach) {
-    pthread_mutex_unlock (&st->lock);
     set_err (err, errlen, "volume \"%s\" is attached to instance %s (%s disk); detach it first",
              v->name, v->attach[0].instance, vol_role_name (v->attach[0].role));
+    pthread_mutex_unlock (&st->lock);
     return -EBUSY;
   }
   unsigned n = volume_retire (v, force);
   if (n) {
-    pthread_mutex_unlock (&st->lock);
     set_err (err, errlen, "volume \"%s\" is in use by %u NBD connection%s; disconnect the "
              "client%s or delete with force", v->name, n, n == 1 ? "" : "s", n == 1 ? "" : "s");
+    pthread_mutex_unlock (&st->lock);
     return -EBUSY;
   }
   rocksdb_writebatch_t *wb = rocksdb_writebatch_create ();
