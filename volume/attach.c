@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <json-c/json.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -67,6 +68,7 @@ attach_from_json (struct volume *v, json_object *o)
     enum vol_role role;
     if (v->nattach == VOL_ATTACH_MAX
         || !json_object_object_get_ex (a, "instance", &ji) || !json_object_object_get_ex (a, "role", &jr)
+        || !json_object_is_type (ji, json_type_string) || !json_object_is_type (jr, json_type_string)
         || vol_name_invalid (json_object_get_string (ji)) != NULL
         || vol_role_parse (json_object_get_string (jr), &role) < 0) {
       bad++;
@@ -99,6 +101,22 @@ holders (const struct volume *v, char *out, size_t len)
                             vol_role_name (v->attach[i].role));
 }
 
+/* Make the metadata log durable (not the pool: an attachment is metadata
+ * only, and a pool fdatasync under st->lock would stall every management
+ * call behind the data being written).  Returns 0 or -EIO. */
+static int
+meta_log_sync (struct vol_store *st)
+{
+  char *dberr = NULL;
+  rocksdb_flush_wal (st->db, 1, &dberr);
+  if (dberr) {
+    log_error ("syncing metadata: %s", dberr);
+    free (dberr);
+    return -EIO;
+  }
+  return 0;
+}
+
 /* Write v's record with its new attachments and sync it; on failure put the
  * old ones back.  Caller holds st->lock. */
 static int
@@ -107,7 +125,7 @@ attach_commit (struct volume *v, const struct vol_attachment *old, unsigned nold
 {
   int r = meta_put_volume (v, NULL);
   if (r == 0)
-    r = sync_now (v->st);
+    r = meta_log_sync (v->st);
   if (r < 0) {
     memcpy (v->attach, old, nold * sizeof *old);
     v->nattach = nold;
@@ -148,6 +166,13 @@ vol_attach (struct vol_store *st, const char *name_or_id, const char *instance,
     set_err (err, errlen, "volume \"%s\" is attached to %s; detach it there first "
              "(only a volume created multi-attach can be attached to several instances)",
              v->name, who);
+    r = -EBUSY;
+  }
+  else if (v->nattach && (role == VOL_ROLE_SYSTEM || v->attach[0].role == VOL_ROLE_SYSTEM)) {
+    /* two instances booting one filesystem would corrupt it */
+    holders (v, who, sizeof who);
+    set_err (err, errlen, "volume \"%s\" is attached to %s; a system disk belongs to one "
+             "instance at a time, even when the volume is multi-attach", v->name, who);
     r = -EBUSY;
   }
   else if (v->nattach == VOL_ATTACH_MAX) {

@@ -1578,6 +1578,9 @@ Test (volume, attachments)
   cr_expect_eq (vol_detach (t_st, "shared", "vm3", &vi, err, sizeof err), 0, "%s", err);
   cr_expect_eq (vi.nattach, VOL_ATTACH_MAX - 1);
   cr_expect_str_eq (vi.attach[3].instance, "vm4");    /* order kept */
+  /* a system disk is one instance's, multi-attach or not */
+  cr_expect_eq (vol_attach (t_st, "shared", "vm3", VOL_ROLE_SYSTEM, NULL, err, sizeof err), -EBUSY);
+  cr_expect (strstr (err, "system disk") != NULL, "%s", err);
 
   /* a snapshot and a rollback keep the attachment; delete does not go through */
   cr_assert_eq (vol_attach (t_st, "boot", "vm0", VOL_ROLE_SYSTEM, NULL, err, sizeof err), 0, "%s", err);
