@@ -179,8 +179,16 @@ int ctl_img_end_close (struct ctl_img_end *e, bool clean,
 /* Copy bytes [0, TOTAL) (a multiple of 512; the source may end up to 511
  * bytes earlier, read as zeros) from SRC to DST, which reads as zeros:
  * holes and all-zero blocks are not written.  PROGRESS: a line on stderr,
- * updated in place, cleared at the end.  SIGINT/SIGTERM/SIGHUP stop it.
+ * updated in place, cleared at the end.  A signal caught by
+ * ctl_img_signals_catch stops it.
  * Returns 0, or -1 with ERR set and both ends closed. */
+/* From catch to restore, SIGINT, SIGTERM and SIGHUP only set a flag
+ * (ctl_img_interrupted: the signal, or 0), so that an import or export
+ * that is stopped still cleans up: the copy ends early, and a flush or a
+ * rollback under way completes. */
+void ctl_img_signals_catch (void);
+void ctl_img_signals_restore (void);
+int ctl_img_interrupted (void);
 int ctl_img_copy (struct ctl_img_end *src, struct ctl_img_end *dst,
                   uint64_t total, bool progress, struct ctl_img_stats *st,
                   struct ctl_img_error *err);

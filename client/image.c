@@ -79,11 +79,36 @@ struct copy {
 };
 
 static volatile sig_atomic_t interrupted;
+static const int caught[3] = { SIGINT, SIGTERM, SIGHUP };
+static struct sigaction caught_old[3];
 
 static void
 on_signal (int sig)
 {
   interrupted = sig;
+}
+
+void
+ctl_img_signals_catch (void)
+{
+  struct sigaction sa = { .sa_handler = on_signal };
+  sigemptyset (&sa.sa_mask);
+  interrupted = 0;
+  for (int i = 0; i < 3; i++)
+    sigaction (caught[i], &sa, &caught_old[i]);
+}
+
+void
+ctl_img_signals_restore (void)
+{
+  for (int i = 0; i < 3; i++)
+    sigaction (caught[i], &caught_old[i], NULL);
+}
+
+int
+ctl_img_interrupted (void)
+{
+  return interrupted;
 }
 
 static int64_t
@@ -547,8 +572,6 @@ ctl_img_copy (struct ctl_img_end *src, struct ctl_img_end *dst, uint64_t total,
     .zero_block = dst->nbd ? IMG_ZERO_NBD : IMG_ZERO_FILE,
     .progress = progress,
   };
-  struct sigaction sa = { .sa_handler = on_signal }, old[3];
-  static const int sigs[3] = { SIGINT, SIGTERM, SIGHUP };
   int r = -1;
 
   memset (st, 0, sizeof *st);
@@ -564,10 +587,6 @@ ctl_img_copy (struct ctl_img_end *src, struct ctl_img_end *dst, uint64_t total,
       goto out;
     }
   }
-  interrupted = 0;
-  sigemptyset (&sa.sa_mask);
-  for (int i = 0; i < 3; i++)
-    sigaction (sigs[i], &sa, &old[i]);
   c.start_ns = now_ns ();
   r = run (&c);
   if (r < 0 && interrupted)      /* whatever broke after a ^C, that is why */
@@ -576,8 +595,6 @@ ctl_img_copy (struct ctl_img_end *src, struct ctl_img_end *dst, uint64_t total,
   st->seconds = (double) (now_ns () - c.start_ns) / 1e9;
   if (progress)
     fputs ("\r\033[K", stderr);
-  for (int i = 0; i < 3; i++)
-    sigaction (sigs[i], &old[i], NULL);
 
  out:
   if (r < 0) {

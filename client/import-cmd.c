@@ -28,7 +28,7 @@
 #include "common/size.h"
 
 #define USAGE_IMPORT "blockctl volume import NAME --from FILE [--format raw|qcow2] " \
-                     "[--size SIZE] [--type TYPE]"
+                     "[--size SIZE] [--type TYPE] [--multi-attach]"
 #define USAGE_EXPORT "blockctl volume export NAME|VOL@SNAP --to FILE " \
                      "[--format raw|qcow2] [--force]"
 
@@ -100,15 +100,17 @@ rollback (const struct ctl_globals *g, const char *name)
   free (path);
 }
 
-/* "volume import NAME --from FILE [--format F] [--size SIZE] [--type T]" */
-int
-ctl_cmd_volume_import (const struct ctl_globals *g, int argc, char **argv)
+/* "volume import NAME --from FILE [--format F] [--size SIZE] [--type T]
+ * [--multi-attach]" */
+static int
+do_import (const struct ctl_globals *g, int argc, char **argv)
 {
   const char *from = NULL, *format = NULL, *size_s = NULL, *type = NULL, *pos[1];
+  bool multi = false;
   const struct ctl_opt opts[] = {
     { "--from", &from, NULL }, { "--format", &format, NULL },
     { "--size", &size_s, NULL }, { "--type", &type, NULL },
-    { NULL, NULL, NULL }
+    { "--multi-attach", NULL, &multi }, { NULL, NULL, NULL }
   };
   struct ctl_img_end src, dst;
   struct ctl_img_error err = { .at_offset = false }, ignored;
@@ -166,6 +168,8 @@ ctl_cmd_volume_import (const struct ctl_globals *g, int argc, char **argv)
   json_object_object_add (body, "size", json_object_new_int64 ((int64_t) size));
   if (type != NULL)
     json_object_object_add (body, "type", json_object_new_string (type));
+  if (multi)
+    json_object_object_add (body, "multi_attach", json_object_new_boolean (true));
   r = ctl_http (g, "POST", "/v1/volumes", body, &vol);
   json_object_put (body);
   if (r != CTL_EXIT_OK) {              /* nothing was created: nothing to undo */
@@ -191,7 +195,9 @@ ctl_cmd_volume_import (const struct ctl_globals *g, int argc, char **argv)
   }
   dst.writable = true;
   if (ctl_img_copy (&src, &dst, need, isatty (STDERR_FILENO), &st, &err) < 0
-      || ctl_img_end_close (&dst, true, &err) < 0) {
+      || ctl_img_end_close (&dst, true, &err) < 0
+      || (ctl_img_interrupted ()
+          && ctl_img_fail (&err, false, 0, "interrupted by signal %d", ctl_img_interrupted ()) < 0)) {
     ctl_error ("import of \"%s\" failed%s: %s", name, where (&err, at, sizeof at),
                err.msg);
     r = CTL_EXIT_SERVER;
@@ -220,8 +226,8 @@ ctl_cmd_volume_import (const struct ctl_globals *g, int argc, char **argv)
 }
 
 /* "volume export NAME|VOL@SNAP --to FILE [--format F] [--force]" */
-int
-ctl_cmd_volume_export (const struct ctl_globals *g, int argc, char **argv)
+static int
+do_export (const struct ctl_globals *g, int argc, char **argv)
 {
   const char *to = NULL, *format = NULL, *pos[1];
   bool force = false;
@@ -315,7 +321,9 @@ ctl_cmd_volume_export (const struct ctl_globals *g, int argc, char **argv)
     dst.writable = true;
   }
   if (ctl_img_copy (&src, &dst, size, isatty (STDERR_FILENO), &st, &err) < 0
-      || ctl_img_end_close (&dst, true, &err) < 0) {
+      || ctl_img_end_close (&dst, true, &err) < 0
+      || (ctl_img_interrupted ()
+          && ctl_img_fail (&err, false, 0, "interrupted by signal %d", ctl_img_interrupted ()) < 0)) {
     ctl_error ("export of \"%s\" failed%s: %s", name, where (&err, at, sizeof at),
                err.msg);
     goto fail;
@@ -345,5 +353,25 @@ ctl_cmd_volume_export (const struct ctl_globals *g, int argc, char **argv)
   json_object_put (obj);
   if (remove_on_fail)
     unlink (to);
+  return r;
+}
+
+/* The commands: signals only set a flag while they run (see
+ * ctl_img_signals_catch), so that what they leave behind is cleaned up. */
+int
+ctl_cmd_volume_import (const struct ctl_globals *g, int argc, char **argv)
+{
+  ctl_img_signals_catch ();
+  int r = do_import (g, argc, argv);
+  ctl_img_signals_restore ();
+  return r;
+}
+
+int
+ctl_cmd_volume_export (const struct ctl_globals *g, int argc, char **argv)
+{
+  ctl_img_signals_catch ();
+  int r = do_export (g, argc, argv);
+  ctl_img_signals_restore ();
   return r;
 }

@@ -103,8 +103,8 @@ no_volume small
 run ctl volume import small --from "$T/odd.raw" --size 1000; err 2 "--size not a multiple of 512"
 
 echo "--json: the volume"
-run ctl --json volume import j1 --from "$T/disk.raw"; ok "import --json"
-$PY -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["name"] == "j1" and j["size"] == 64 << 20 and 0 < j["allocated"] <= 8 << 20, j' "$T/out" \
+run ctl --json volume import j1 --from "$T/disk.raw" --multi-attach; ok "import --json"
+$PY -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["name"] == "j1" and j["size"] == 64 << 20 and 0 < j["allocated"] <= 8 << 20 and j["multi_attach"], j' "$T/out" \
     || fail "import --json: $(cat "$T/out")"
 run ctl volume export j1 --to "$T/j1.raw" --json; ok "export --json"
 $PY -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["exported"] == "j1" and j["format"] == "raw" and j["size"] == 64 << 20 and 0 < j["written"] < 8 << 20, j' "$T/out" \
