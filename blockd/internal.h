@@ -87,6 +87,7 @@ struct blk_loop {
 
   uint64_t last_io_ns;            /* when a data-path completion was last seen */
   bool taskrun_flag;              /* IORING_SETUP_TASKRUN_FLAG: poll_events works */
+  bool poll_pays;                 /* the last poll, or sleep, ended within poll_us */
   unsigned inflight;              /* NBD requests read and not yet answered, all connections */
 
   /* Data buffers of this loop's requests: an arena registered with the

@@ -82,8 +82,8 @@ static bool
 poll_events (struct blk_loop *l)
 {
   uint64_t until = l->last_io_ns + (uint64_t) blk_cfg.poll_us * 1000u;
-  if (blk_cfg.poll_us <= 0 || !l->taskrun_flag || l->inflight > POLL_MAX_INFLIGHT
-      || now_ns () >= until)
+  if (blk_cfg.poll_us <= 0 || !l->taskrun_flag || !l->poll_pays
+      || l->inflight > POLL_MAX_INFLIGHT || now_ns () >= until)
     return false;
   io_uring_submit (&l->ring);
   for (unsigned i = 1;; i++) {
@@ -94,10 +94,27 @@ poll_events (struct blk_loop *l)
       continue;
     }
     if (i % 32 == 0 && (atomic_load_explicit (&l->stopping, memory_order_relaxed)
-                        || now_ns () >= until))
+                        || now_ns () >= until)) {
+      l->poll_pays = false;     /* nothing came: sleep, and see how long for */
       return false;
+    }
     cpu_relax ();
   }
+}
+
+/* Sleep until a completion.  If it came within poll_us, polling would have
+ * caught it: poll next time.  A client that thinks between requests, or a
+ * machine too busy to run it promptly, makes the gaps longer and the loop
+ * sleeps instead of spinning. */
+static int
+sleep_events (struct blk_loop *l)
+{
+  if (blk_cfg.poll_us <= 0 || !l->taskrun_flag)
+    return io_uring_submit_and_wait (&l->ring, 1);
+  uint64_t t0 = now_ns ();
+  int r = io_uring_submit_and_wait (&l->ring, 1);
+  l->poll_pays = now_ns () - t0 < (uint64_t) blk_cfg.poll_us * 1000u;
+  return r;
 }
 
 static void
@@ -376,7 +393,7 @@ loop_main (void *arg)
   for (;;) {
     int r = 0;
     if (!poll_events (l))
-      r = io_uring_submit_and_wait (&l->ring, 1);
+      r = sleep_events (l);
     if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
       log_error ("loop %d: io_uring_submit_and_wait: %s", l->index, strerror (-r));
       break;
