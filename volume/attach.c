@@ -11,7 +11,6 @@
 
 #include <errno.h>
 #include <json-c/json.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -101,24 +100,10 @@ holders (const struct volume *v, char *out, size_t len)
                             vol_role_name (v->attach[i].role));
 }
 
-/* Make the metadata log durable (not the pool: an attachment is metadata
- * only, and a pool fdatasync under st->lock would stall every management
- * call behind the data being written).  Returns 0 or -EIO. */
-static int
-meta_log_sync (struct vol_store *st)
-{
-  char *dberr = NULL;
-  rocksdb_flush_wal (st->db, 1, &dberr);
-  if (dberr) {
-    log_error ("syncing metadata: %s", dberr);
-    free (dberr);
-    return -EIO;
-  }
-  return 0;
-}
-
-/* Write v's record with its new attachments and sync it; on failure put the
- * old ones back.  Caller holds st->lock. */
+/* Write v's record with its new attachments and sync the metadata log (not
+ * the pool: an attachment is metadata only, and a pool fdatasync under
+ * st->lock would stall every management call behind the data being
+ * written); on failure put the old ones back.  Caller holds st->lock. */
 static int
 attach_commit (struct volume *v, const struct vol_attachment *old, unsigned nold,
                char *err, size_t errlen)

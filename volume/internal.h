@@ -222,6 +222,8 @@ int sync_start (struct vol_store *st);
 void sync_stop (struct vol_store *st);
 void sync_enqueue (struct vol_store *st, struct vol_io *io);
 int sync_now (struct vol_store *st);
+/* Make the metadata log (RocksDB WAL) durable, not the pool.  0 or -EIO. */
+int meta_log_sync (struct vol_store *st);
 
 /* Every SQE the store submits carries a pointer to a struct whose first
  * member is one of these kinds. */

@@ -17,19 +17,25 @@
 
 #include "common/log.h"
 
+int
+meta_log_sync (struct vol_store *st)
+{
+  char *dberr = NULL;
+  rocksdb_flush_wal (st->db, 1, &dberr);
+  if (dberr) {
+    log_error_ratelimited ("syncing metadata: %s", dberr);
+    free (dberr);
+    return -EIO;
+  }
+  return 0;
+}
+
 /* Make every completed write and metadata update durable.  Returns 0 or -errno. */
 int
 sync_now (struct vol_store *st)
 {
   uint64_t seq = atomic_load (&st->meta_seq);
-  char *dberr = NULL;
-  int r = 0;
-  rocksdb_flush_wal (st->db, 1, &dberr);
-  if (dberr) {
-    log_error_ratelimited ("syncing metadata: %s", dberr);
-    free (dberr);
-    r = -EIO;
-  }
+  int r = meta_log_sync (st);
   if (st->pool_fd >= 0 && fdatasync (st->pool_fd) < 0) {
     r = -errno;
     log_error_ratelimited ("syncing pool %s/pool.dat: %s", st->dir, strerror (errno));
