@@ -131,13 +131,11 @@ vol_attach (struct vol_store *st, const char *name_or_id, const char *instance,
     return -EINVAL;
   }
   pthread_mutex_lock (&st->lock);
-  struct volume *v = find_volume_unlocked (st, name_or_id);
+  struct volume *v = find_volume_or_err (st, name_or_id, err, errlen);
   int r = 0, i;
   char who[VOL_ATTACH_MAX * (VOL_NAME_MAX + 12) + 16];
-  if (v == NULL) {
-    set_err (err, errlen, "volume \"%.80s\" not found", name_or_id);
+  if (v == NULL)
     r = -ENOENT;
-  }
   else if ((i = attach_find (v, instance)) >= 0) {
     if (v->attach[i].role != role) {
       set_err (err, errlen, "volume \"%s\" is already attached to instance %s as its %s disk; "
@@ -187,13 +185,11 @@ vol_detach (struct vol_store *st, const char *name_or_id, const char *instance,
             struct vol_info *out, char *err, size_t errlen)
 {
   pthread_mutex_lock (&st->lock);
-  struct volume *v = find_volume_unlocked (st, name_or_id);
+  struct volume *v = find_volume_or_err (st, name_or_id, err, errlen);
   int r = 0, i = -1;
   char who[VOL_ATTACH_MAX * (VOL_NAME_MAX + 12) + 16];
-  if (v == NULL) {
-    set_err (err, errlen, "volume \"%.80s\" not found", name_or_id);
+  if (v == NULL)
     r = -ENOENT;
-  }
   else if (v->nattach == 0) {
     set_err (err, errlen, "volume \"%s\" is not attached to any instance", v->name);
     r = -EBUSY;

@@ -153,6 +153,8 @@ int meta_put_volume (struct volume *v, rocksdb_writebatch_t *wb);
 int meta_write (struct vol_store *st, rocksdb_writebatch_t *wb, char *err, size_t errlen);
 struct volume *volume_new (struct vol_store *st);
 struct volume *find_volume_unlocked (struct vol_store *st, const char *name_or_id);
+struct volume *find_volume_or_err (struct vol_store *st, const char *name_or_id,
+                                   char *err, size_t errlen);
 unsigned volume_retire (struct volume *v, bool force);
 int registry_add (struct vol_store *st, struct volume *v);
 void fill_info (struct volume *v, struct vol_info *vi);

@@ -212,10 +212,9 @@ vol_snapshot_create (struct vol_store *st, const char *vol, const char *name,
     return -EINVAL;
   }
   pthread_mutex_lock (&st->lock);
-  struct volume *v = find_volume_unlocked (st, vol);
+  struct volume *v = find_volume_or_err (st, vol, err, errlen);
   if (v == NULL) {
     pthread_mutex_unlock (&st->lock);
-    set_err (err, errlen, "volume \"%.80s\" not found", vol);
     return -ENOENT;
   }
   for (struct snapshot *s = st->snaps; s; s = s->next)
@@ -500,10 +499,9 @@ vol_rollback (struct vol_store *st, const char *name_or_id, const char *ref,
               struct vol_info *out, char *err, size_t errlen)
 {
   pthread_mutex_lock (&st->lock);
-  struct volume *v = find_volume_unlocked (st, name_or_id);
+  struct volume *v = find_volume_or_err (st, name_or_id, err, errlen);
   if (v == NULL) {
     pthread_mutex_unlock (&st->lock);
-    set_err (err, errlen, "volume \"%.80s\" not found", name_or_id);
     return -ENOENT;
   }
   char full[2 * VOL_NAME_MAX + 2];

@@ -472,6 +472,17 @@ find_volume_unlocked (struct vol_store *st, const char *name_or_id)
   return NULL;
 }
 
+/* The same, for a volume the caller needs: NULL with "not found" in err.
+ * Caller holds st->lock. */
+struct volume *
+find_volume_or_err (struct vol_store *st, const char *name_or_id, char *err, size_t errlen)
+{
+  struct volume *v = find_volume_unlocked (st, name_or_id);
+  if (v == NULL)
+    set_err (err, errlen, "volume \"%.80s\" not found", name_or_id);
+  return v;
+}
+
 int
 registry_add (struct vol_store *st, struct volume *v)
 {
@@ -518,15 +529,11 @@ vol_stat (struct vol_store *st, const char *name_or_id, struct vol_info *out,
           char *err, size_t errlen)
 {
   pthread_mutex_lock (&st->lock);
-  struct volume *v = find_volume_unlocked (st, name_or_id);
+  struct volume *v = find_volume_or_err (st, name_or_id, err, errlen);
   if (v)
     fill_info (v, out);
   pthread_mutex_unlock (&st->lock);
-  if (v == NULL) {
-    set_err (err, errlen, "volume \"%.80s\" not found", name_or_id);
-    return -ENOENT;
-  }
-  return 0;
+  return v ? 0 : -ENOENT;
 }
 
 int
@@ -536,11 +543,9 @@ vol_resize (struct vol_store *st, const char *name_or_id, uint64_t new_size,
   const char *why;
   int r = 0;
   pthread_mutex_lock (&st->lock);
-  struct volume *v = find_volume_unlocked (st, name_or_id);
-  if (v == NULL) {
-    set_err (err, errlen, "volume \"%.80s\" not found", name_or_id);
+  struct volume *v = find_volume_or_err (st, name_or_id, err, errlen);
+  if (v == NULL)
     r = -ENOENT;
-  }
   else if ((why = vol_size_invalid (new_size)) != NULL) {
     set_err (err, errlen, "volume \"%s\": size %llu %s", v->name,
              (unsigned long long) new_size, why);
@@ -579,10 +584,9 @@ int
 vol_delete (struct vol_store *st, const char *name_or_id, bool force, char *err, size_t errlen)
 {
   pthread_mutex_lock (&st->lock);
-  struct volume *v = find_volume_unlocked (st, name_or_id);
+  struct volume *v = find_volume_or_err (st, name_or_id, err, errlen);
   if (v == NULL) {
     pthread_mutex_unlock (&st->lock);
-    set_err (err, errlen, "volume \"%.80s\" not found", name_or_id);
     return -ENOENT;
   }
   /* messages before unlocking: v may go away once st->lock is released */
