@@ -66,24 +66,6 @@ find_attachment (struct json_object *vol, const char *instance, size_t *count)
   return NULL;
 }
 
-/* "vm1 (system), vm2 (data)" into BUF. */
-static const char *
-holders (struct json_object *vol, char *buf, size_t len)
-{
-  struct json_object *arr;
-  size_t n = 0;
-  buf[0] = '\0';
-  if (json_object_object_get_ex (vol, "attachments", &arr)
-      && json_object_is_type (arr, json_type_array))
-    for (size_t i = 0; i < json_object_array_length (arr) && n < len; i++) {
-      struct json_object *a = json_object_array_get_idx (arr, i);
-      const char *in = jstr (a, "instance"), *role = jstr (a, "role");
-      n += (size_t) snprintf (buf + n, len - n, "%s%s (%s)", i ? ", " : "",
-                              in ? in : "?", role ? role : "?");
-    }
-  return buf;
-}
-
 /* A volume as QEMU will see it.  Strings point into the volume object. */
 struct disk {
   const char *name, *id, *uri;
@@ -637,10 +619,10 @@ ctl_cmd_detach (const struct ctl_globals *g, int argc, char **argv)
   if (att == NULL || inst == NULL) {
     if (instance)
       ctl_error ("volume \"%s\" is not attached to instance \"%s\" (it is "
-                 "attached to %s)", vname, instance, holders (before, who, sizeof who));
+                 "attached to %s)", vname, instance, ctl_attachments_text (before, false, who, sizeof who));
     else
       ctl_error ("volume \"%s\" is attached to several instances, %s: say which "
-                 "with --instance", vname, holders (before, who, sizeof who));
+                 "with --instance", vname, ctl_attachments_text (before, false, who, sizeof who));
     r = CTL_EXIT_SERVER;
     goto out;
   }

@@ -86,6 +86,10 @@ void ctl_print_snapshot (struct json_object *snap);
  * Returns the exit code (CTL_EXIT_SERVER only when out of memory). */
 int ctl_print_volume_table (struct json_object *vols);
 int ctl_print_snapshot_table (struct json_object *snaps);
+/* A VOLUME's attachments as "vm1 (system), vm2 (data)" into BUF (LEN
+ * bytes); with SINCE, each with the time it was attached.  "-" when there
+ * are none.  Returns BUF. */
+const char *ctl_attachments_text (struct json_object *vol, bool since, char *buf, size_t len);
 /* Print the pool object as "key: value" lines. */
 void ctl_print_pool (struct json_object *pool);
 /* Read an unsigned integer member KEY of OBJ.  Returns true and sets *out,

@@ -54,10 +54,8 @@ field (struct json_object *obj, const char *key, char *buf, size_t len)
   return clean (json_object_get_string (v), buf, len);
 }
 
-/* A volume's attachments as "vm1 (system), vm2 (data)" into BUF; with
- * SINCE, each with the time it was attached.  "-" when there are none. */
-static const char *
-attachments_field (struct json_object *vol, bool since, char *buf, size_t len)
+const char *
+ctl_attachments_text (struct json_object *vol, bool since, char *buf, size_t len)
 {
   struct json_object *arr;
   size_t n = 0;
@@ -128,7 +126,7 @@ ctl_print_volume (struct json_object *vol)
   if (json_object_object_get_ex (vol, "multi_attach", &v))
     print_kv ("multi_attach", field (vol, "multi_attach", buf, sizeof buf));
   if (json_object_object_get_ex (vol, "attachments", &v))
-    print_kv ("attached_to", attachments_field (vol, true, buf, sizeof buf));
+    print_kv ("attached_to", ctl_attachments_text (vol, true, buf, sizeof buf));
 }
 
 void
@@ -194,7 +192,7 @@ cell (struct json_object *obj, const struct column *col)
               field (obj, "name", buf2, sizeof buf2));
     return strdup (ref);
   case CELL_ATTACHMENTS:
-    return strdup (attachments_field (obj, false, buf, sizeof buf));
+    return strdup (ctl_attachments_text (obj, false, buf, sizeof buf));
   case CELL_PLAIN:
   default:
     return strdup (field (obj, col->key, buf, sizeof buf));
