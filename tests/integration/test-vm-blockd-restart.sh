@@ -16,14 +16,10 @@ build_guest
 start_blockd
 ctl volume import sys1 --from "$GUEST/rootfs.ext4" >/dev/null || fail "import sys1"
 ctl volume create data1 --size 64M >/dev/null || fail "create data1"
-id20 () { ctl volume show "$1" --json | $PY -c 'import json, sys; print(json.load(sys.stdin)["id"][:20])'; }
-SYS=$(id20 sys1)
-DATA=$(id20 data1)
+DATA=$(volume_serial data1)
 
-ctl attach sys1 --instance vm1 --role system --print-args >"$T/args" || fail "attach sys1 --print-args"
-grep -q 'reconnect-delay=' "$T/args" || fail "the -blockdev options do not ask QEMU to reconnect: $(cat "$T/args")"
-# shellcheck disable=SC2046
-vm_start "$T/vm1" --append "blockd.root=$SYS" -- $(cat "$T/args")
+boot_from vm1 sys1
+grep -q 'reconnect-delay=' "$T/vm1.args" || fail "the -blockdev options do not ask QEMU to reconnect: $(cat "$T/vm1.args")"
 ctl attach data1 --instance vm1 --qmp "$T/vm1/qmp.sock" >/dev/null || fail "attach data1"
 
 echo "the guest writes and flushes a pattern"

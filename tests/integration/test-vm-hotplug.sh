@@ -20,26 +20,10 @@ ctl volume create sys2 --from-snapshot "$(ctl snapshot create sys1 golden --json
     | $PY -c 'import json, sys; j = json.load(sys.stdin); print(j["volume"] + "@" + j["name"])')" \
     >/dev/null || fail "clone sys2 from sys1@golden"
 ctl volume create data1 --size 64M >/dev/null || fail "create data1"
-id_of () { ctl volume show "$1" --json | $PY -c 'import json, sys; print(json.load(sys.stdin)["id"])'; }
-SYS1=$(id_of sys1 | cut -c1-20)
-SYS2=$(id_of sys2 | cut -c1-20)
-DATA=$(id_of data1 | cut -c1-20)
-
-# boot NAME SYSVOL SERIAL: an instance whose system disk is SYSVOL, with the
-# QEMU options blockctl prints (an option and its value a line; words)
-boot () {
-    ctl attach "$2" --instance "$1" --role system --print-args >"$T/$1.args" \
-        || fail "attach $2 --print-args"
-    _t=$(date +%s)
-    # shellcheck disable=SC2046
-    set -- "$1" "$2" "$3" $(cat "$T/$1.args")
-    _name=$1 _vol=$2 _serial=$3; shift 3
-    vm_start "$T/$_name" --append "blockd.root=$_serial" -- "$@"
-    echo "$_name booted from $_vol in $(( $(date +%s) - _t )) s"
-}
+DATA=$(volume_serial data1)
 
 echo "vm1 boots from sys1"
-boot vm1 sys1 "$SYS1"
+boot_from vm1 sys1
 vm run --dir "$T/vm1" 'cat /etc/guest-root' | grep -qx disk || fail "vm1 root is not the volume"
 
 echo "hot-plug data1 into vm1; the guest finds it by serial and writes a pattern"
@@ -60,7 +44,7 @@ SUM=$(tail -n 1 "$T/vm1.out" | cut -d' ' -f1)
 [ ${#SUM} -eq 64 ] || fail "vm1 output: $(cat "$T/vm1.out")"
 
 echo "vm2 boots from sys2 (a clone of sys1); data1 is refused there while vm1 has it"
-boot vm2 sys2 "$SYS2"
+boot_from vm2 sys2
 rc=0; ctl attach data1 --instance vm2 --qmp "$T/vm2/qmp.sock" >"$T/refused.out" 2>&1 || rc=$?
 [ $rc -ne 0 ] && grep -q vm1 "$T/refused.out" || fail "attach to vm2 while on vm1: rc $rc, $(cat "$T/refused.out")"
 vm run --dir "$T/vm2" "! disk-by-serial $DATA" >/dev/null || fail "vm2 got data1 although it was refused"

@@ -18,9 +18,7 @@ echo "import the root filesystem image into volume sys1"
 start_blockd
 ctl volume import sys1 --from "$GUEST/rootfs.ext4" >"$T/import.out" 2>&1 \
     || { cat "$T/import.out"; fail "volume import sys1"; }
-ID=$(ctl volume show sys1 --json | $PY -c 'import json, sys; print(json.load(sys.stdin)["id"])') \
-    || fail "volume show sys1"
-SERIAL=$(printf '%.20s' "$ID")   # a virtio serial holds 20 characters
+SERIAL=$(volume_serial sys1)
 
 boot () {
     _t=$(date +%s)

@@ -32,6 +32,25 @@ vm_start () {
     vm start --dir "$_d" --guest "$GUEST" --owner $$ "$@" || fail "the VM in $_d did not boot"
 }
 
+# volume_serial VOL: the virtio serial the guest sees for VOL, the first
+# 20 characters of its id (what blockctl attach gives QEMU)
+volume_serial () {
+    ctl volume show "$1" --json | $PY -c 'import json, sys; print(json.load(sys.stdin)["id"][:20])' \
+        || fail "volume show $1"
+}
+
+# boot_from NAME VOL: boot instance NAME (in $T/NAME) from system disk VOL,
+# with the QEMU options `blockctl attach --print-args` gives (kept in
+# $T/NAME.args: an option and its value a line, split into words)
+boot_from () {
+    ctl attach "$2" --instance "$1" --role system --print-args >"$T/$1.args" \
+        || fail "attach $2 --print-args"
+    _t=$(date +%s)
+    # shellcheck disable=SC2046
+    vm_start "$T/$1" --append "blockd.root=$(volume_serial "$2")" -- $(cat "$T/$1.args")
+    echo "$1 booted from $2 in $(( $(date +%s) - _t )) s"
+}
+
 # vm_stop DIR: power off from inside the guest; fails the test if it had to
 # be forced
 vm_stop () {
