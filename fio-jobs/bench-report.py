@@ -316,12 +316,20 @@ def build_results(targets, recs):
     return out
 
 
+def fmt_range(xs):
+    """Lowest and highest of a figure over the rounds: how far to trust a median."""
+    xs = [x for x in xs or [] if x is not None]
+    if len(xs) < 2:
+        return "–"
+    return "%s–%s" % (fmt(min(xs)), fmt(max(xs)))
+
+
 def markdown_tables(results):
     lines = []
-    head = ("| target | IOPS | MiB/s | p50 µs | p99 µs | server CPU s/s | IOs per server CPU-s "
-            "| fio CPU s/s | machine CPUs busy | IOPS vs qemu-nbd none | IOPS vs nbdkit null "
-            "| IOs/CPU-s vs qemu-nbd none |")
-    sep = "|" + "---|" * 12
+    head = ("| target | IOPS | IOPS, lowest–highest round | MiB/s | p50 µs | p99 µs "
+            "| server CPU s/s | IOs per server CPU-s | fio CPU s/s | machine CPUs busy "
+            "| IOPS vs qemu-nbd none | IOPS vs nbdkit null | IOs/CPU-s vs qemu-nbd none |")
+    sep = "|" + "---|" * 13
     for j in results:
         lines.append("### %s" % j["job"])
         lines.append("")
@@ -329,10 +337,11 @@ def markdown_tables(results):
         lines.append(sep)
         for r in j["targets"]:
             if "skipped" in r:
-                lines.append("| %s | skipped: %s |%s" % (r["target"], r["skipped"], " |" * 10))
+                lines.append("| %s | skipped: %s |%s" % (r["target"], r["skipped"], " |" * 11))
                 continue
-            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                r["target"], fmt(r["iops"]), fmt(r["mib_s"], 1), fmt(r["p50_us"], 1),
+            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                r["target"], fmt(r["iops"]), fmt_range(r.get("iops_all_rounds")),
+                fmt(r["mib_s"], 1), fmt(r["p50_us"], 1),
                 fmt(r["p99_us"], 1), fmt(r["server_cpu_s_per_s"], 2),
                 fmt(r["ios_per_server_cpu_s"]), fmt(r["fio_cpu_s_per_s"], 2),
                 fmt(r.get("machine_cpu_busy_s_per_s"), 2),
@@ -412,7 +421,9 @@ def write_docs(path, info, settings, targets, tables):
     for t in targets:
         L.append("| %s | %s | %s |" % (t["name"], t["description"], t["multi_conn"]))
     L.append("")
-    L.append("Columns: IOPS and MiB/s from fio; p50/p99 are completion latency (fio `clat`);")
+    L.append("Columns: IOPS and MiB/s from fio; the IOPS of the lowest and highest round")
+    L.append("show how far apart the rounds were (the other columns are medians);")
+    L.append("p50/p99 are completion latency (fio `clat`);")
     L.append("server CPU s/s is the server process's utime+stime (all threads, from")
     L.append("`/proc/PID/stat`) over the fio run divided by its wall time (ramp and")
     L.append("connection setup included); IOs per server CPU-s = IOPS / server CPU s/s;")
