@@ -61,6 +61,7 @@ enum {
 #define TAG_MASK 7ULL
 
 #define BLK_ARENA_SIZE  (16u << 20)
+#define BLK_ARENA_ALIGN (2u << 20)
 #define BLK_BUF_MIN_SHIFT 12            /* 4 KiB */
 #define BLK_BUF_CLASSES 9               /* 4 KiB .. 1 MiB */
 

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -214,7 +215,14 @@ blk_buf_put (struct blk_loop *l, void *buf, size_t cap)
 
 /* The arena, registered with the ring with the pool file.  Without it (no
  * memory, or a locked-memory limit) buffers come from the heap and pool I/O
- * goes the ordinary way. */
+ * goes the ordinary way.
+ *
+ * It is 2 MiB aligned and asks for transparent huge pages, so that a buffer
+ * is physically contiguous: a 1 MiB write from 4 KiB pages is 256 segments,
+ * more than the virtio disk takes in one request (254), and went to the
+ * disk as two; 128k sequential reads, once contiguous, merge into 1 MiB
+ * disk requests instead of 512 KiB ones.  Where huge pages are off the
+ * advice does nothing. */
 #if defined(__SANITIZE_ADDRESS__)
 #define ARENA_OFF 1
 #elif defined(__has_feature)
@@ -233,8 +241,11 @@ arena_init (struct blk_loop *l)
   return;
 #endif
   void *a;
-  if (posix_memalign (&a, 4096, BLK_ARENA_SIZE) != 0)
+  if (posix_memalign (&a, BLK_ARENA_ALIGN, BLK_ARENA_SIZE) != 0)
     return;
+#ifdef MADV_HUGEPAGE
+  madvise (a, BLK_ARENA_SIZE, MADV_HUGEPAGE);
+#endif
   int r = vol_ioctx_register (&l->vctx, a, BLK_ARENA_SIZE);
   if (r < 0) {
     log_info ("loop %d: pool I/O without registered buffers: %s", l->index, strerror (-r));
