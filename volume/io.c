@@ -29,6 +29,16 @@
 
 #define NO_CHUNK UINT32_MAX
 
+/* A read this large goes to the kernel as soon as it is prepared, not with
+ * the rest of the loop's batch.  Submitted together, the sequential reads
+ * of one client's queue are merged by the block layer into one request;
+ * they then finish together, their replies leave together, the client
+ * refills its queue together, and the disk idles between the rounds
+ * (128k reads at QD8: 8 reads per disk request, the disk busy 0.6 of the
+ * time).  One at a time they overlap like a local queue's.  The block
+ * layer still merges what has to wait for a busy disk. */
+#define SUBMIT_AT_ONCE_MIN (64 * 1024)
+
 enum phase { PH_START, PH_RMW_READ, PH_MAIN, PH_SYNC, PH_PARKED, PH_COW };
 
 struct vol_sub {
@@ -139,6 +149,8 @@ sub_submit (struct vol_io *io, struct vol_sub *s, void *base)
     sqe->flags |= IOSQE_FIXED_FILE;
   io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) s | ctx->tag);
   io->pending++;
+  if (s->kind == SUB_READ && s->len >= SUBMIT_AT_ONCE_MIN)
+    io_uring_submit (ctx->ring);
   return 0;
 }
 
