@@ -309,6 +309,7 @@ conn_release (struct blk_conn *c, struct blk_req *q)
   c->inflight--;
   c->loop->inflight--;
   c->inflight_bytes -= q->charged;
+  c->loop->inflight_bytes -= q->charged;
   q->charged = 0;
   free (q->extra);
   q->extra = NULL;
@@ -549,6 +550,7 @@ req_get (struct blk_conn *c, const struct nbd_request *r)
   c->inflight++;
   c->loop->inflight++;
   c->inflight_bytes += need;
+  c->loop->inflight_bytes += need;
   return q;
 }
 

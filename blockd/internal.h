@@ -90,6 +90,7 @@ struct blk_loop {
   bool taskrun_flag;              /* IORING_SETUP_TASKRUN_FLAG: poll_events works */
   bool poll_pays;                 /* the last poll, or sleep, ended within poll_us */
   unsigned inflight;              /* NBD requests read and not yet answered, all connections */
+  uint64_t inflight_bytes;        /* their data buffers' bytes */
 
   /* Data buffers of this loop's requests: an arena registered with the
    * ring (fixed buffer 0), cut into power-of-two classes of 4 KiB..1 MiB;
