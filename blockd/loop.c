@@ -75,8 +75,10 @@ cpu_relax (void)
  * is short and lets them batch, and a spinning loop takes CPU from the
  * rest of the machine (measured: polling at any depth took server CPU from
  * 0.27 to 0.52 s/s at 4k QD32 for no more IOPS).  Polling with up to 8
- * requests of 64 KiB or more on average: 128k QD8 writes 24.4k -> 28.3k
- * IOPS, 1M QD4 writes 4.55k -> 5.58k, for 0.25 and 0.17 more CPU-s/s. */
+ * requests of 64 KiB or more on average, in three A/Bs: 1M QD4 writes
+ * +18..24%, 128k QD8 writes +16%, +16% and, with both CPUs nearly busy,
+ * +1%; it takes 0.12..0.3 more CPU-s/s while large writes stream
+ * (docs/BENCHMARKS.md, fourth pass). */
 #define POLL_MAX_INFLIGHT 1
 #define POLL_MAX_INFLIGHT_LARGE 8
 #define POLL_LARGE_AVG (64u * 1024)

@@ -34,8 +34,8 @@
  * of one client's queue are merged by the block layer into one request;
  * they then finish together, their replies leave together, the client
  * refills its queue together, and the disk idles between the rounds
- * (128k reads at QD8: 8 reads per disk request, the disk busy 0.6 of the
- * time).  One at a time they overlap like a local queue's.  The block
+ * (128k reads at QD8: 8 reads per disk request, 0.6 requests on the disk
+ * on average).  One at a time they overlap like a local queue's.  The block
  * layer still merges what has to wait for a busy disk. */
 #define SUBMIT_AT_ONCE_MIN (64 * 1024)
 
