@@ -7,7 +7,9 @@
  *   attach --qmp   POST .../attach         (a 409 stops here: someone holds it)
  *                  blockdev-add  nbd node "blockd-NAME" -> blockd's export
  *                  device_add    virtio-blk-pci, same id, serial = id[0..20)
- *                  a QEMU failure undoes what came before it, in reverse
+ *                  QEMU refusing a step undoes what came before it, in
+ *                  reverse; a step with no answer (timeout, connection
+ *                  lost) undoes nothing: QEMU may have done it
  *   attach --print-args
  *                  POST .../attach, then print -blockdev and -device for a
  *                  VM about to be started
@@ -295,8 +297,26 @@ print_args (const struct ctl_globals *g, struct json_object *vol,
   return r;
 }
 
+/* CMD got no answer (R < 0: timeout, connection lost): QEMU may have
+ * carried it out, and after device_add the guest may be writing to the
+ * disk.  Undoing the record then would let another instance attach the
+ * volume under it, so the record stays, and nothing is removed from QEMU;
+ * attaching again finds out what QEMU has and finishes. */
+static int
+unanswered (struct ctl_qmp *q, const struct disk *d, const char *instance,
+            const char *cmd, int r)
+{
+  char what[CTL_QMP_ERRLEN + 64];
+  ctl_error ("volume \"%s\": instance \"%s\": %s; QEMU may have carried it "
+             "out, so the attachment record stays: run the same attach again "
+             "to finish it, or detach with --qmp", d->name, instance,
+             qmp_failure (q, cmd, r, what, sizeof what));
+  return CTL_EXIT_QEMU;
+}
+
 /* Plug disk D into the QEMU on Q: blockdev-add, device_add, each undone
- * when a later step fails, and the record with them (unless WAS_THERE).
+ * when a later step is refused, and the record with them (unless
+ * WAS_THERE); a step that gets no answer undoes nothing (unanswered).
  * Returns the exit code. */
 static int
 hotplug (const struct ctl_globals *g, struct ctl_qmp *q, struct json_object *vol,
@@ -321,6 +341,8 @@ hotplug (const struct ctl_globals *g, struct ctl_qmp *q, struct json_object *vol
   if (!has_node) {
     r = ctl_qmp_execute (q, "blockdev-add", ctl_qemu_blockdev (&d->srv, d->node),
                          QMP_COMMAND_MS, NULL);
+    if (r < 0)
+      return unanswered (q, d, instance, "blockdev-add", r);
     if (r != 0) {
       qmp_failure (q, "blockdev-add", r, what, sizeof what);
       undo_record (g, d->name, instance, was_there, outcome, sizeof outcome);
@@ -335,6 +357,8 @@ hotplug (const struct ctl_globals *g, struct ctl_qmp *q, struct json_object *vol
                        ctl_qemu_device (d->node, d->serial,
                                         strcmp (role, "system") == 0, bus),
                        QMP_COMMAND_MS, NULL);
+  if (r < 0)
+    return unanswered (q, d, instance, "device_add", r);
   if (r != 0) {
     char del[CTL_QMP_ERRLEN + 64] = "";
     qmp_failure (q, "device_add", r, what, sizeof what);

@@ -3,7 +3,8 @@
 # QEMUs (no guest OS: paused with -S, or running SeaBIOS) over QMP: the nbd
 # node and virtio-blk device really appear (query-block, query-pci, the
 # serial), the record in blockd, a second instance refused, multi-attach,
-# rollback when QEMU refuses blockdev-add or device_add, --print-args
+# rollback when QEMU refuses blockdev-add or device_add (and none when it
+# does not answer), --print-args
 # starting a QEMU that sees the disk, a running system disk kept, and the
 # device_del timeout (without a guest nothing acks the ACPI eject).  The
 # full detach, DEVICE_DELETED included, runs against a fake QMP server here
@@ -97,7 +98,7 @@ attached_to () {    # attached_to VOLUME "vm1 vm2" ("" for none)
 }
 
 start_blockd
-for v in d1 r1 p1 p2 sys1 x1 f1 f2; do ctl volume create $v --size 64M >/dev/null; done
+for v in d1 r1 p1 p2 sys1 x1 f1 f2 g1; do ctl volume create $v --size 64M >/dev/null; done
 ctl volume create shared --size 64M --multi-attach >/dev/null
 LONG=a-volume-name-too-long-for-qemu
 ctl volume create $LONG --size 64M >/dev/null
@@ -260,7 +261,8 @@ run volume delete d1; expect_rc 1 "delete an attached volume"
 echo "full detach against a fake QEMU that acks the unplug: the QMP sequence"
 cat >"$T/fake-qmp.py" <<'EOF'
 # fake-qmp.py SOCKET LOG MODE: answers blockctl's detach like QEMU with a
-# guest that acks the unplug (MODE ack) or refuses it (MODE refuse)
+# guest that acks the unplug (MODE ack) or refuses it (MODE refuse); with
+# MODE drop it goes away without answering device_add
 import json, os, socket, sys, time
 path, log, mode = sys.argv[1:4]
 srv = socket.socket(socket.AF_UNIX)
@@ -278,6 +280,8 @@ while True:
         cmd, args, i = m["execute"], m.get("arguments", {}), m.get("id")
         with open(log, "a") as l:
             l.write("%s %s\n" % (cmd, json.dumps(args, sort_keys=True)))
+        if cmd == "device_add" and mode == "drop":
+            break
         if cmd == "query-status":
             send({"return": {"status": "running", "running": True}, "id": i})
         elif cmd == "device_del":
@@ -291,14 +295,17 @@ while True:
                 send({"event": "DEVICE_UNPLUG_GUEST_ERROR", "data": {"device": dev, "path": "/machine/peripheral/" + dev}})
         else:
             send({"return": {}, "id": i})
+    f.close()
     c.close()
 EOF
 $PY "$T/fake-qmp.py" "$T/fake.qmp" "$T/fake.log" ack >"$T/fake-ack.out" 2>&1 &
 QEMU_PIDS="$QEMU_PIDS $!"
 $PY "$T/fake-qmp.py" "$T/refuse.qmp" "$T/refuse.log" refuse >"$T/fake-refuse.out" 2>&1 &
 QEMU_PIDS="$QEMU_PIDS $!"
+$PY "$T/fake-qmp.py" "$T/drop.qmp" "$T/drop.log" drop >"$T/fake-drop.out" 2>&1 &
+QEMU_PIDS="$QEMU_PIDS $!"
 _n=0
-until [ -S "$T/fake.qmp" ] && [ -S "$T/refuse.qmp" ]; do
+until [ -S "$T/fake.qmp" ] && [ -S "$T/refuse.qmp" ] && [ -S "$T/drop.qmp" ]; do
     _n=$((_n + 1)); [ $_n -lt 100 ] || fail "fake QMP servers did not start"; sleep 0.05
 done
 run attach f1 --instance fake1 --print-args; expect_rc 0 "record f1 on fake1"
@@ -321,6 +328,16 @@ run detach f1 --qmp "$T/refuse.qmp"; expect_rc 4 "detach from a guest that refus
 says "$T/err" "refused to release device blockd-f1" "guest refuses"
 attached_to f1 fake3
 grep -q blockdev-del "$T/refuse.log" && fail "blockdev-del after a refused unplug: $(cat "$T/refuse.log")"
+
+echo "device_add with no answer: QEMU may have plugged the disk, the record stays"
+run attach g1 --instance fake4 --qmp "$T/drop.qmp"; expect_rc 4 "attach to a QEMU that goes away"
+says "$T/err" "QMP device_add failed" "no answer to device_add"
+says "$T/err" "the attachment record stays" "no answer to device_add"
+attached_to g1 fake4
+run attach g1 --instance fake5 --print-args; expect_rc 1 "another instance while the outcome is unknown"
+attached_to g1 fake4
+grep -q "^device_add " "$T/drop.log" || fail "device_add was not sent: $(cat "$T/drop.log")"
+grep -q blockdev-del "$T/drop.log" && fail "blockdev-del after an unanswered device_add: $(cat "$T/drop.log")"
 
 echo "blockd still consistent"
 stop_blockd
