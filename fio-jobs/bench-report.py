@@ -47,6 +47,44 @@ JOB_OPTS = dict(JOBS)
 REF_QEMU = "qemu-nbd-none"
 REF_NULL = "nbdkit-null"
 
+# The goals blockd is held to, each evaluated on the medians and round by round
+# (in a round every target runs a job back to back, so a round pairs figures
+# taken minutes apart at most).  "ref" lists the targets whose lowest figure is
+# the reference (the machine's limit: the client's ceiling or the disk's);
+# "ref_job" compares blockd with itself on another job.
+SUBJECT = "blockd"
+REF_LOCAL = "local-uring"
+GOALS = [
+    dict(text="4k randread QD32 ≥ 2.5× qemu-nbd --cache=none", job="randread-4k-qd32",
+         metric="iops", ref=[REF_QEMU], op="ratio", at_least=2.5),
+    dict(text="4k randread QD32 ≥ 0.9× min(nbdkit null, local io_uring)", job="randread-4k-qd32",
+         metric="iops", ref=[REF_NULL, REF_LOCAL], op="ratio", at_least=0.9),
+    dict(text="4k randwrite QD32 ≥ 2.5× qemu-nbd --cache=none", job="randwrite-4k-qd32",
+         metric="iops", ref=[REF_QEMU], op="ratio", at_least=2.5),
+    dict(text="4k randwrite QD32 ≥ 0.9× min(nbdkit null, local io_uring)",
+         job="randwrite-4k-qd32", metric="iops", ref=[REF_NULL, REF_LOCAL], op="ratio",
+         at_least=0.9),
+    dict(text="4k randread QD1 p50 ≤ local io_uring + 20 µs", job="randread-4k-qd1",
+         metric="p50_us", ref=[REF_LOCAL], op="diff", at_most=20.0),
+    dict(text="4k randwrite QD1 p50 ≤ local io_uring + 20 µs", job="randwrite-4k-qd1",
+         metric="p50_us", ref=[REF_LOCAL], op="diff", at_most=20.0),
+    dict(text="4k randread QD32 IOs per server CPU-s ≥ 1.5× nbdkit null", job="randread-4k-qd32",
+         metric="ios_per_server_cpu_s", ref=[REF_NULL], op="ratio", at_least=1.5),
+    dict(text="4k randwrite QD32 IOs per server CPU-s ≥ 1.5× nbdkit null",
+         job="randwrite-4k-qd32", metric="ios_per_server_cpu_s", ref=[REF_NULL], op="ratio",
+         at_least=1.5),
+    dict(text="128k read QD8 ≥ 0.9× local io_uring", job="seqread-128k-qd8", metric="iops",
+         ref=[REF_LOCAL], op="ratio", at_least=0.9),
+    dict(text="128k write QD8 ≥ 0.9× local io_uring", job="seqwrite-128k-qd8", metric="iops",
+         ref=[REF_LOCAL], op="ratio", at_least=0.9),
+    dict(text="1M write QD4 ≥ 0.9× local io_uring", job="seqwrite-1m-qd4", metric="iops",
+         ref=[REF_LOCAL], op="ratio", at_least=0.9),
+    dict(text="4k randread QD32, 4 connections ≥ 1 connection", job="randread-4k-qd32-4conn",
+         metric="iops", ref_job="randread-4k-qd32", op="ratio", at_least=1.0),
+    dict(text="4k randwrite QD32, 4 connections ≥ 1 connection", job="randwrite-4k-qd32-4conn",
+         metric="iops", ref_job="randwrite-4k-qd32", op="ratio", at_least=1.0),
+]
+
 METRICS = ["iops", "mib_s", "p50_us", "p99_us", "server_cpu_s_per_s",
            "ios_per_server_cpu_s", "fio_cpu_s_per_s", "machine_cpu_busy_s_per_s"]
 
@@ -316,6 +354,76 @@ def build_results(targets, recs):
     return out
 
 
+def goal_figure(goal, get):
+    """(blockd's figure, the reference figure, the goal's value) from get(job,
+    target, metric), or None where a figure is missing."""
+    a = get(goal["job"], SUBJECT, goal["metric"])
+    if "ref_job" in goal:
+        refs = [get(goal["ref_job"], SUBJECT, goal["metric"])]
+    else:
+        refs = [get(goal["job"], t, goal["metric"]) for t in goal["ref"]]
+    if a is None or any(b is None for b in refs):
+        return None
+    b = min(refs)
+    if goal["op"] == "diff":
+        return a, b, a - b
+    return (a, b, a / b) if b else None
+
+
+def goal_held(goal, v):
+    return v >= goal["at_least"] if "at_least" in goal else v <= goal["at_most"]
+
+
+def build_goals(results, recs):
+    """Each goal on the medians, and in every round on that round's figures."""
+    med = {}
+    for j in results:
+        for r in j["targets"]:
+            if "skipped" not in r:
+                med[(j["job"], r["target"])] = r
+    by_round = {}
+    for r in recs:
+        if "skipped" not in r:
+            by_round[(r["job"], r["target"], r["round"])] = r
+    rounds = sorted({r["round"] for r in recs})
+    out = []
+    for g in GOALS:
+        m = goal_figure(g, lambda j, t, k: med.get((j, t), {}).get(k))
+        if m is None:
+            continue
+        per_round = []
+        for n in rounds:
+            f = goal_figure(g, lambda j, t, k: by_round.get((j, t, n), {}).get(k))
+            if f is not None:
+                per_round.append(f[2])
+        out.append(dict(goal=g["text"], subject=m[0], reference=m[1], value=m[2],
+                        held=goal_held(g, m[2]), rounds=per_round,
+                        rounds_held=sum(goal_held(g, v) for v in per_round),
+                        op=g["op"], metric=g["metric"]))
+    return out
+
+
+def fmt_goal_value(op, v):
+    return ("%+.1f µs" % v) if op == "diff" else ("%.2f×" % v)
+
+
+def markdown_goals(goals):
+    if not goals:
+        return ""
+    L = ["| goal | blockd | reference | on the medians | held? | round by round | rounds held |",
+         "|---|---|---|---|---|---|---|"]
+    for g in goals:
+        nd = 1 if g["metric"] == "p50_us" else 0
+        rr = g["rounds"]
+        spread = ("%s … %s" % (fmt_goal_value(g["op"], min(rr)), fmt_goal_value(g["op"], max(rr)))
+                  if len(rr) > 1 else "–")
+        L.append("| %s | %s | %s | %s | %s | %s | %d of %d |" % (
+            g["goal"], fmt(g["subject"], nd), fmt(g["reference"], nd),
+            fmt_goal_value(g["op"], g["value"]), "yes" if g["held"] else "**no**", spread,
+            g["rounds_held"], len(rr)))
+    return "\n".join(L) + "\n"
+
+
 def fmt_range(xs):
     """Lowest and highest of a figure over the rounds: how far to trust a median."""
     xs = [x for x in xs or [] if x is not None]
@@ -368,7 +476,7 @@ def existing_notes(path):
     return None if NOTES_PLACEHOLDER in body else body.rstrip("\n") + "\n"
 
 
-def write_docs(path, info, settings, targets, tables):
+def write_docs(path, info, settings, targets, tables, goals_md):
     s = settings
     L = []
     L.append("# blockd benchmarks")
@@ -442,6 +550,17 @@ def write_docs(path, info, settings, targets, tables):
     L.append("## Results")
     L.append("")
     L.append(tables)
+    if goals_md:
+        L.append("## Goals")
+        L.append("")
+        L.append("blockd's figures against the goals it is held to. \"On the medians\" divides")
+        L.append("(or subtracts) the medians in the tables above; \"round by round\" does the")
+        L.append("same with the figures of each round, in which the targets ran the job one")
+        L.append("after another, and gives the lowest and highest; \"rounds held\" counts the")
+        L.append("rounds in which the goal held. Where a reference is the lower of two")
+        L.append("targets, the lower one is taken in each round.")
+        L.append("")
+        L.append(goals_md)
     notes = existing_notes(path)
     if notes:
         L.append(notes)
@@ -460,16 +579,20 @@ def cmd_report(args):
     settings["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
     recs = read_runs(args.runs)
     results = build_results(targets, recs)
+    goals = build_goals(results, recs)
     info = machine_info(args.data_dir)
     doc = dict(machine=info, settings=settings,
                targets=[{k: v for k, v in t.items() if k != "pid"} for t in targets],
-               jobs=results, runs=recs)
+               jobs=results, goals=goals, runs=recs)
     with open(args.json, "w") as f:
         json.dump(doc, f, indent=1)
     tables = markdown_tables(results)
+    goals_md = markdown_goals(goals)
     print(tables)
+    if goals_md:
+        print("### goals\n\n" + goals_md)
     if args.docs:
-        write_docs(args.docs, info, settings, targets, tables)
+        write_docs(args.docs, info, settings, targets, tables, goals_md)
 
 
 def main():

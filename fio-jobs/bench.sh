@@ -4,7 +4,8 @@
 # Run by `make bench`.  Starts every target on 127.0.0.1, writes 1 GiB into each,
 # then runs every fio job against every target in turn (one job on all targets
 # before the next job), ROUNDS times, and reports medians: a Markdown table per
-# job on stdout, build/bench/results.json, and docs/BENCHMARKS.md.
+# job and one of blockd against its goals (on the medians and round by round)
+# on stdout, build/bench/results.json, and docs/BENCHMARKS.md.
 #
 # Environment:
 #   QUICK=1               3 s per run, 1 round (a smoke run of a few minutes)

@@ -1,0 +1,68 @@
+#!/bin/sh
+# make bench's report (fio-jobs/bench-report.py) on made-up runs: the goals
+# table computes each goal on the medians and round by round, takes the
+# lower of two references in each round, and leaves out a goal whose
+# reference was not measured.
+. "$(dirname "$0")/lib.sh"
+
+R=$T/runs
+mkdir -p "$R"
+printf 'blockd\tnbd\tnbd://127.0.0.1:1/x\t-\tyes\tblockd\n' >"$T/targets.tsv"
+printf 'qemu-nbd-none\tnbd\tnbd://127.0.0.1:2/\t-\tyes\tqemu-nbd\n' >>"$T/targets.tsv"
+printf 'nbdkit-null\tnbd\tnbd://127.0.0.1:3/\t-\tyes\tnull\n' >>"$T/targets.tsv"
+printf 'local-uring\tfile\t/dev/null\t-\t-\tlocal\n' >>"$T/targets.tsv"
+
+# rec JOB TARGET ROUND IOPS P50 [IOS_PER_CPU]
+rec() {
+    printf '{"job":"%s","target":"%s","round":%s,"iops":%s,"mib_s":1,"p50_us":%s,"p99_us":1,"server_cpu_s_per_s":1,"ios_per_server_cpu_s":%s,"fio_cpu_s_per_s":1,"machine_cpu_busy_s_per_s":1}\n' \
+        "$1" "$2" "$3" "$4" "$5" "${6:-null}" >"$R/$1.$2.r$3.json"
+}
+# randread QD32: blockd 100k/90k against qemu-nbd 40k/40k: 2.50x held in
+# round 1 only; on the medians 95k/40k = 2.38x, not held
+rec randread-4k-qd32 blockd 1 100000 10 150000
+rec randread-4k-qd32 blockd 2 90000 10 150000
+rec randread-4k-qd32 qemu-nbd-none 1 40000 10
+rec randread-4k-qd32 qemu-nbd-none 2 40000 10
+# the machine's limit is the lower of nbdkit null and local io_uring in each
+# round: round 1 min(110k, 95k) = 95k (1.05x), round 2 min(80k, 120k) = 80k
+# (1.13x); medians 95k / min(95k, 107.5k) = 1.00x
+rec randread-4k-qd32 nbdkit-null 1 110000 10 100000
+rec randread-4k-qd32 nbdkit-null 2 80000 10 100000
+rec randread-4k-qd32 local-uring 1 95000 10
+rec randread-4k-qd32 local-uring 2 120000 10
+# QD1 latency: 61.5 - 40 = +21.5 us (no), then 55 - 40 = +15 us (yes)
+rec randread-4k-qd1 blockd 1 10000 61.5
+rec randread-4k-qd1 blockd 2 10000 55
+rec randread-4k-qd1 local-uring 1 20000 40
+rec randread-4k-qd1 local-uring 2 20000 40
+# 4 connections against one: 120k against 100k and 90k
+rec randread-4k-qd32-4conn blockd 1 120000 10
+rec randread-4k-qd32-4conn blockd 2 120000 10
+# randwrite QD32 without qemu-nbd: no row for the goal that needs it
+rec randwrite-4k-qd32 blockd 1 50000 10
+rec randwrite-4k-qd32 nbdkit-null 1 100000 10
+rec randwrite-4k-qd32 local-uring 1 100000 10
+
+"$PY" fio-jobs/bench-report.py report --targets "$T/targets.tsv" --runs "$R" \
+    --json "$T/results.json" >"$T/out" || fail "report failed"
+sed -n '/^### goals/,$p' "$T/out" >"$T/goals"
+cat "$T/goals"
+
+row() { grep -F "| $1 |" "$T/goals" || fail "no goal row for: $1"; }
+want() { row "$1" | grep -qF "$2" || fail "goal \"$1\": want \"$2\" in: $(row "$1")"; }
+want "4k randread QD32 ≥ 2.5× qemu-nbd --cache=none" "| 95,000 | 40,000 | 2.38× | **no** | 2.25× … 2.50× | 1 of 2 |"
+want "4k randread QD32 ≥ 0.9× min(nbdkit null, local io_uring)" "| 95,000 | 95,000 | 1.00× | yes | 1.05× … 1.12× | 2 of 2 |"
+want "4k randread QD1 p50 ≤ local io_uring + 20 µs" "| 58.2 | 40.0 | +18.2 µs | yes | +15.0 µs … +21.5 µs | 1 of 2 |"
+want "4k randread QD32 IOs per server CPU-s ≥ 1.5× nbdkit null" "| 150,000 | 100,000 | 1.50× | yes |"
+want "4k randread QD32, 4 connections ≥ 1 connection" "| 120,000 | 95,000 | 1.26× | yes | 1.20× … 1.33× | 2 of 2 |"
+want "4k randwrite QD32 ≥ 0.9× min(nbdkit null, local io_uring)" "| 0.50× | **no** | – | 0 of 1 |"
+if grep -qF "4k randwrite QD32 ≥ 2.5× qemu-nbd" "$T/goals"; then
+    fail "a goal whose reference was not measured has a row"
+fi
+"$PY" -c '
+import json, sys
+g = json.load(open(sys.argv[1]))["goals"]
+r = [x for x in g if x["goal"].startswith("4k randread QD32 ≥ 2.5")][0]
+assert r["rounds"] == [2.5, 2.25] and r["rounds_held"] == 1 and not r["held"], r
+' "$T/results.json" || fail "results.json lacks the goals"
+echo "bench report goals ok"
