@@ -415,21 +415,19 @@ def markdown_goals(goals):
     for g in goals:
         nd = 1 if g["metric"] == "p50_us" else 0
         rr = g["rounds"]
-        spread = ("%s … %s" % (fmt_goal_value(g["op"], min(rr)), fmt_goal_value(g["op"], max(rr)))
-                  if len(rr) > 1 else "–")
         L.append("| %s | %s | %s | %s | %s | %s | %d of %d |" % (
             g["goal"], fmt(g["subject"], nd), fmt(g["reference"], nd),
-            fmt_goal_value(g["op"], g["value"]), "yes" if g["held"] else "**no**", spread,
-            g["rounds_held"], len(rr)))
+            fmt_goal_value(g["op"], g["value"]), "yes" if g["held"] else "**no**",
+            fmt_range(rr, lambda v: fmt_goal_value(g["op"], v), " … "), g["rounds_held"], len(rr)))
     return "\n".join(L) + "\n"
 
 
-def fmt_range(xs):
+def fmt_range(xs, show=fmt, sep="–"):
     """Lowest and highest of a figure over the rounds: how far to trust a median."""
     xs = [x for x in xs or [] if x is not None]
     if len(xs) < 2:
         return "–"
-    return "%s–%s" % (fmt(min(xs)), fmt(max(xs)))
+    return "%s%s%s" % (show(min(xs)), sep, show(max(xs)))
 
 
 def markdown_tables(results):
