@@ -29,20 +29,6 @@
 
 #define NO_CHUNK UINT32_MAX
 
-/* A client's read goes to the kernel as soon as it is prepared, not with
- * the rest of the loop's batch.  A client's queue tends to move in rounds:
- * its requests arrive together, and submitted together they enter the
- * kernel under one block plug, so the first reaches the disk only once the
- * last has been prepared; large sequential ones are merged into one disk
- * request and finish together (128k reads at QD8: 8 reads per disk
- * request, 0.6 requests on the disk on average).  One at a time they
- * overlap like a local queue's, at the price of an io_uring_enter and a
- * virtio notification each: two A/Bs of 5 rounds at 4k, randread QD32
- * +5% (ahead in 7 of 10 rounds), 70/30 QD16 +8..11% (8 of 10), 4
- * connections +7%, for ~0.1 more server CPU-s/s.  Writes stay batched: a
- * cap of 8 per enter lost in 5 of 5 rounds (docs/BENCHMARKS.md, sixth
- * pass).  The block layer still merges what has to wait for a busy disk. */
-
 enum phase { PH_START, PH_RMW_READ, PH_MAIN, PH_SYNC, PH_PARKED, PH_COW };
 
 struct vol_sub {
@@ -153,6 +139,19 @@ sub_submit (struct vol_io *io, struct vol_sub *s, void *base)
     sqe->flags |= IOSQE_FIXED_FILE;
   io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) s | ctx->tag);
   io->pending++;
+  /* A client's read goes to the kernel as soon as it is prepared, not with
+   * the rest of the loop's batch.  A client's queue tends to move in rounds:
+   * its requests arrive together, and submitted together they enter the
+   * kernel under one block plug, so the first reaches the disk only once the
+   * last has been prepared; large sequential ones are merged into one disk
+   * request and finish together (128k reads at QD8: 8 reads per disk
+   * request, 0.6 requests on the disk on average).  One at a time they
+   * overlap like a local queue's, at the price of an io_uring_enter and a
+   * virtio notification each: two A/Bs of 5 rounds at 4k, randread QD32
+   * +5% (ahead in 7 of 10 rounds), 70/30 QD16 +8..11% (8 of 10), 4
+   * connections +7%, for ~0.1 more server CPU-s/s.  Writes stay batched: a
+   * cap of 8 per enter lost in 5 of 5 rounds (docs/BENCHMARKS.md, sixth
+   * pass).  The block layer still merges what has to wait for a busy disk. */
   if (s->kind == SUB_READ)
     io_uring_submit (ctx->ring);
   return 0;
