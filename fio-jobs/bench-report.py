@@ -10,6 +10,8 @@
 
 The targets FILE is written by bench.sh, one target a line, tab-separated:
   name  kind(nbd|file)  uri-or-path  server-pid(or -)  multi-conn(yes|no|-)  description
+  [jobs(all|reads)]
+A target with "reads" runs only the jobs that read and never write.
 
 A run measures the server's CPU from /proc/PID/stat (utime+stime of every thread
 of the process) read just before fio starts and just after it exits, divided by
@@ -101,10 +103,12 @@ def read_targets(path):
             line = line.rstrip("\n")
             if not line:
                 continue
-            name, kind, where, pid, mc, desc = line.split("\t")
+            f = line.split("\t")
+            name, kind, where, pid, mc, desc = f[:6]
             targets.append(dict(name=name, kind=kind, where=where,
                                 pid=None if pid == "-" else int(pid),
-                                multi_conn=mc, description=desc))
+                                multi_conn=mc, description=desc,
+                                reads_only=len(f) > 6 and f[6] == "reads"))
     return targets
 
 
@@ -194,6 +198,9 @@ def cmd_run(args):
     if args.target not in targets:
         die("target %s not set up" % args.target)
     t = targets[args.target]
+    if t["reads_only"] and JOB_OPTS[args.job]["rw"] not in ("read", "randread"):
+        print("  %-24s %-14s not run (reads only)" % (args.job, t["name"]), file=sys.stderr)
+        return
     rec = dict(target=t["name"], job=args.job, round=args.round)
     stem = os.path.join(args.out_dir, "%s.%s.r%d" % (args.job, t["name"], args.round))
     cmd, conns = fio_command(t, args.job, args.runtime, args.ramp, stem + ".fio.json")
@@ -519,8 +526,9 @@ def write_docs(path, info, settings, targets, tables, goals_md):
     L.append("## Targets")
     L.append("")
     L.append("Each target holds 1 GiB written sequentially (fio, 1 MiB blocks) before any")
-    L.append("measurement, and every job works over that 1 GiB. All servers listen on")
-    L.append("127.0.0.1; nothing is pinned to a CPU.")
+    L.append("measurement, and every job works over that 1 GiB, except blockd-unwritten,")
+    L.append("whose volume is never written and which runs only the read jobs. All servers")
+    L.append("listen on 127.0.0.1; nothing is pinned to a CPU.")
     L.append("")
     L.append("| target | what | multi-conn |")
     L.append("|---|---|---|")

@@ -11,8 +11,8 @@
 #   QUICK=1               3 s per run, 1 round (a smoke run of a few minutes)
 #   BENCH_RUNTIME=S       seconds measured per run (default 10; QUICK: 3)
 #   BENCH_ROUNDS=N (or R) rounds (default 3; QUICK: 1)
-#   TARGETS="a b"         subset of: blockd qemu-nbd-none qemu-nbd-wb nbdkit-file
-#                         nbdkit-null local-uring
+#   TARGETS="a b"         subset of: blockd blockd-unwritten qemu-nbd-none qemu-nbd-wb
+#                         nbdkit-file nbdkit-null local-uring
 #   JOBS="a b"            subset of the jobs (bench-report.py jobs lists them)
 #   BUILD=DIR             build directory (default build)
 #   BUILD_B=DIR           also run target "blockd-b": the blockd of another build
@@ -22,7 +22,7 @@
 
 set -e
 
-ALL_TARGETS="blockd qemu-nbd-none qemu-nbd-wb nbdkit-file nbdkit-null local-uring"
+ALL_TARGETS="blockd blockd-unwritten qemu-nbd-none qemu-nbd-wb nbdkit-file nbdkit-null local-uring"
 [ -z "$BUILD_B" ] || ALL_TARGETS="$ALL_TARGETS blockd-b"
 PY=/usr/bin/python3
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -65,7 +65,7 @@ need fio "install the fio package"
 need nbdinfo "install libnbd-bin"
 case " $TARGETS " in *" qemu-nbd"*) need qemu-nbd "install qemu-utils" ;; esac
 case " $TARGETS " in *" nbdkit"*) need nbdkit "install nbdkit" ;; esac
-case " $TARGETS " in *" blockd "*)
+case " $TARGETS " in *" blockd "* | *" blockd-unwritten "*)
 	if [ ! -x "$BUILD/blockd" ] || [ ! -x "$BUILD/blockctl" ]; then
 		die "$BUILD/blockd or blockctl not built (run make)"
 	fi ;;
@@ -115,18 +115,21 @@ fill_file() {
 		--bs=1M --iodepth=4 --size=1g --output=/dev/null >/dev/null
 }
 
-# add_target NAME KIND URI-OR-PATH PID DESCRIPTION: verify, probe multi-conn, record.
+# add_target NAME KIND URI-OR-PATH PID DESCRIPTION [JOBS]: verify, probe
+# multi-conn, record.  JOBS "reads": the target runs only the read jobs.
 add_target() {
 	mc=-
 	if [ "$2" = nbd ]; then
 		wait_nbd "$3" "$4" "$1"
 		if nbdinfo --can multi-conn "$3" 2>/dev/null; then mc=yes; else mc=no; fi
 	fi
-	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$mc" "$5" >>"$TFILE"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$mc" "$5" "${6:-all}" >>"$TFILE"
 	msg "$1 ready: $3 (pid $4, multi-conn $mc)"
 }
 
-# start_blockd NAME BUILD NBD-PORT API-PORT EXTRA-ARGS: a blockd with a 1 GiB volume, filled.
+# start_blockd NAME BUILD NBD-PORT API-PORT EXTRA-ARGS [unwritten]: a blockd
+# with a 1 GiB volume, filled; "unwritten" leaves the volume as created, so
+# that reads are answered from its map with zeros, without disk I/O.
 start_blockd() {
 	mkdir -p "$DATA/$1"
 	# shellcheck disable=SC2086  # EXTRA-ARGS is a word list
@@ -146,16 +149,23 @@ start_blockd() {
 	BLOCKD_API=$api "$2/blockctl" volume create bench --size 1G >/dev/null
 	uri=nbd://127.0.0.1:$3/bench
 	wait_nbd "$uri" "$pid" "$1"
-	fill_nbd "$uri"
 	desc="blockd, 1 GiB volume in a 4 GiB pool (default settings: $(nproc) threads, 1 MiB chunks)"
+	jobs=all
+	if [ "$6" = unwritten ]; then
+		desc="$desc, never written: reads come back as zeros from the volume's map, without disk I/O: blockd's network path alone (read jobs only)"
+		jobs=reads
+	else
+		fill_nbd "$uri"
+	fi
 	[ -z "$5" ] || desc="$desc; $5"
-	[ "$1" = blockd ] || desc="$desc; build $2"
-	add_target "$1" nbd "$uri" "$pid" "$desc"
+	[ "$1" = blockd-b ] && desc="$desc; build $2"
+	add_target "$1" nbd "$uri" "$pid" "$desc" "$jobs"
 }
 
-# shellcheck disable=SC2046  # eight port numbers
-set -- $($PY "$HELPER" ports 8)
+# shellcheck disable=SC2046  # ten port numbers
+set -- $($PY "$HELPER" ports 10)
 P_BLOCKD=$1 P_API=$2 P_QNONE=$3 P_QWB=$4 P_NKFILE=$5 P_NKNULL=$6 P_BLOCKD_B=$7 P_API_B=$8
+P_UNW=$9 P_API_UNW=${10}
 
 msg "setup: $ROUNDS round(s), ${RUNTIME} s per run (+${RAMP} s ramp), data in $DATA"
 for t in $TARGETS; do
@@ -165,6 +175,9 @@ for t in $TARGETS; do
 		;;
 	blockd-b)
 		start_blockd blockd-b "$BUILD_B" "$P_BLOCKD_B" "$P_API_B" "$BLOCKD_B_ARGS"
+		;;
+	blockd-unwritten)
+		start_blockd blockd-unwritten "$BUILD" "$P_UNW" "$P_API_UNW" "$BLOCKD_ARGS" unwritten
 		;;
 	qemu-nbd-none|qemu-nbd-wb)
 		f=$DATA/$t.raw

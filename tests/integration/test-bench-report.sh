@@ -65,4 +65,20 @@ g = json.load(open(sys.argv[1]))["goals"]
 r = [x for x in g if x["goal"].startswith("4k randread QD32 ≥ 2.5")][0]
 assert r["rounds"] == [2.5, 2.25] and r["rounds_held"] == 1 and not r["held"], r
 ' "$T/results.json" || fail "results.json lacks the goals"
+
+# A target that runs only the read jobs (blockd-unwritten) is not run on a
+# write job: no record, and so no row; a read job would run fio.
+printf 'unwritten\tnbd\tnbd://127.0.0.1:1/x\t-\tyes\tblockd\treads\n' >>"$T/targets.tsv"
+for job in randwrite-4k-qd32 randrw-4k-70-30-qd16 seqwrite-1m-qd4; do
+    "$PY" fio-jobs/bench-report.py run --targets "$T/targets.tsv" --target unwritten \
+        --job $job --round 1 --runtime 1 --ramp 0 --out-dir "$R" 2>"$T/err" \
+        || fail "run of $job on a reads-only target failed: $(cat "$T/err")"
+    grep -q "not run (reads only)" "$T/err" || fail "$job on a reads-only target: $(cat "$T/err")"
+    [ ! -e "$R/$job.unwritten.r1.json" ] || fail "$job ran on a reads-only target"
+done
+"$PY" fio-jobs/bench-report.py report --targets "$T/targets.tsv" --runs "$R" \
+    --json "$T/results2.json" >"$T/out2" || fail "report with a reads-only target failed"
+if grep -q "^| unwritten " "$T/out2"; then
+    fail "a reads-only target that did not run has a row"
+fi
 echo "bench report goals ok"
