@@ -103,12 +103,17 @@ def read_targets(path):
             line = line.rstrip("\n")
             if not line:
                 continue
-            f = line.split("\t")
-            name, kind, where, pid, mc, desc = f[:6]
+            fields = line.split("\t")
+            if len(fields) == 6:
+                fields.append("all")
+            if len(fields) != 7 or fields[6] not in ("all", "reads"):
+                die("%s: a target line has 6 or 7 tab-separated fields, the 7th "
+                    "\"all\" or \"reads\": %r" % (path, line))
+            name, kind, where, pid, mc, desc, jobs = fields
             targets.append(dict(name=name, kind=kind, where=where,
                                 pid=None if pid == "-" else int(pid),
                                 multi_conn=mc, description=desc,
-                                reads_only=len(f) > 6 and f[6] == "reads"))
+                                reads_only=jobs == "reads"))
     return targets
 
 
@@ -511,8 +516,8 @@ def write_docs(path, info, settings, targets, tables, goals_md):
     L.append("## How to reproduce")
     L.append("")
     L.append("```sh")
-    L.append("make bench                 # 3 rounds x 10 s per job and target (~35 min)")
-    L.append("make bench QUICK=1         # 1 round x 3 s (under 5 min): a smoke run")
+    L.append("make bench                 # 3 rounds x 10 s per job and target (~40 min)")
+    L.append("make bench QUICK=1         # 1 round x 3 s, no ramp (under 5 min): a smoke run")
     L.append("# experiments (do not rewrite this file):")
     L.append("TARGETS=\"blockd nbdkit-null\" JOBS=\"randread-4k-qd32\" make bench")
     L.append("BENCH_RUNTIME=30 BENCH_ROUNDS=5 make bench")

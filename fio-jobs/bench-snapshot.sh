@@ -9,6 +9,7 @@
 #    chunk copies the whole chunk, so small chunks cost less per write and
 #    more in metadata.  Prints a Markdown table and appends nothing anywhere:
 #    copy the figures into docs/BENCHMARKS.md.
+# QUICK=1 (a smoke run, as for make bench QUICK=1): 1 and 2 GiB, 3 s runs.
 # Servers run on 127.0.0.1 (free ports) with data under BUILD/bench-snap.
 set -e
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -17,9 +18,14 @@ cd "$ROOT"
 BUILD=${BUILD:-build}
 PY=/usr/bin/python3
 W=$ROOT/$BUILD/bench-snap
-SIZES_GB=${SIZES_GB:-"1 8"}
+if [ "${QUICK:-0}" = 1 ]; then
+    SIZES_GB=${SIZES_GB:-"1 2"}
+    RUNTIME=${RUNTIME:-3}
+else
+    SIZES_GB=${SIZES_GB:-"1 8"}
+    RUNTIME=${RUNTIME:-8}
+fi
 CHUNKS=${CHUNKS:-"64K 256K 1M"}
-RUNTIME=${RUNTIME:-8}
 PID=
 cleanup () { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; [ -n "$KEEP" ] || rm -rf "$W"; }
 trap cleanup EXIT

@@ -1,14 +1,16 @@
 #!/bin/sh
 # fio-jobs/bench.sh — blockd side by side with qemu-nbd, nbdkit and the local disk.
 #
-# Run by `make bench`.  Starts every target on 127.0.0.1, writes 1 GiB into each,
+# Run by `make bench`.  Starts every target on 127.0.0.1, writes 1 GiB into each
+# (blockd-unwritten's volume stays unwritten: it runs the read jobs only),
 # then runs every fio job against every target in turn (one job on all targets
 # before the next job), ROUNDS times, and reports medians: a Markdown table per
 # job and one of blockd against its goals (on the medians and round by round)
 # on stdout, build/bench/results.json, and docs/BENCHMARKS.md.
 #
 # Environment:
-#   QUICK=1               3 s per run, 1 round (a smoke run of a few minutes)
+#   QUICK=1               3 s per run without a ramp, 1 round (a smoke run of a
+#                         few minutes)
 #   BENCH_RUNTIME=S       seconds measured per run (default 10; QUICK: 3)
 #   BENCH_ROUNDS=N (or R) rounds (default 3; QUICK: 1)
 #   TARGETS="a b"         subset of: blockd blockd-unwritten qemu-nbd-none qemu-nbd-wb
@@ -17,7 +19,8 @@
 #   BUILD=DIR             build directory (default build)
 #   BUILD_B=DIR           also run target "blockd-b": the blockd of another build
 #                         (an A/B comparison in the same interleaved run)
-#   BLOCKD_ARGS, BLOCKD_B_ARGS   extra blockd options for blockd / blockd-b
+#   BLOCKD_ARGS, BLOCKD_B_ARGS   extra blockd options for blockd and
+#                         blockd-unwritten / blockd-b
 # A run filtered by TARGETS or JOBS does not rewrite docs/BENCHMARKS.md.
 
 set -e
@@ -42,11 +45,12 @@ TFILE=$BENCH/targets.tsv
 if [ "${QUICK:-0}" = 1 ]; then
 	RUNTIME=${BENCH_RUNTIME:-3}
 	ROUNDS=${BENCH_ROUNDS:-${R:-1}}
+	RAMP=0   # ~65 runs: a ramp each would take QUICK past five minutes
 else
 	RUNTIME=${BENCH_RUNTIME:-10}
 	ROUNDS=${BENCH_ROUNDS:-${R:-3}}
+	RAMP=1
 fi
-RAMP=1
 if [ -n "$TARGETS$JOBS" ]; then FILTERED=yes; else FILTERED=no; fi
 TARGETS=${TARGETS:-$ALL_TARGETS}
 

@@ -67,7 +67,8 @@ assert r["rounds"] == [2.5, 2.25] and r["rounds_held"] == 1 and not r["held"], r
 ' "$T/results.json" || fail "results.json lacks the goals"
 
 # A target that runs only the read jobs (blockd-unwritten) is not run on a
-# write job: no record, and so no row; a read job would run fio.
+# write job: no record, and so no row.  On a read job it runs fio (here
+# against a port where nothing listens, so the run fails).
 printf 'unwritten\tnbd\tnbd://127.0.0.1:1/x\t-\tyes\tblockd\treads\n' >>"$T/targets.tsv"
 for job in randwrite-4k-qd32 randrw-4k-70-30-qd16 seqwrite-1m-qd4; do
     "$PY" fio-jobs/bench-report.py run --targets "$T/targets.tsv" --target unwritten \
@@ -76,9 +77,27 @@ for job in randwrite-4k-qd32 randrw-4k-70-30-qd16 seqwrite-1m-qd4; do
     grep -q "not run (reads only)" "$T/err" || fail "$job on a reads-only target: $(cat "$T/err")"
     [ ! -e "$R/$job.unwritten.r1.json" ] || fail "$job ran on a reads-only target"
 done
+if "$PY" fio-jobs/bench-report.py run --targets "$T/targets.tsv" --target unwritten \
+        --job randread-4k-qd1 --round 1 --runtime 1 --ramp 0 --out-dir "$R" 2>"$T/err"; then
+    fail "a read job on a reads-only target did not try fio"
+fi
+grep -q "fio failed on unwritten randread-4k-qd1" "$T/err" \
+    || fail "a read job on a reads-only target was not run: $(cat "$T/err")"
+# its read record gets a row in the read job's table, beside blockd's
+rec randread-4k-qd32 unwritten 1 120000 10 120000
 "$PY" fio-jobs/bench-report.py report --targets "$T/targets.tsv" --runs "$R" \
     --json "$T/results2.json" >"$T/out2" || fail "report with a reads-only target failed"
-if grep -q "^| unwritten " "$T/out2"; then
-    fail "a reads-only target that did not run has a row"
+sed -n '/^### randread-4k-qd32$/,/^### /p' "$T/out2" | grep -q "^| unwritten | 120,000 " \
+    || fail "the reads-only target has no row in randread-4k-qd32: $(cat "$T/out2")"
+if sed -n '/^### randwrite-4k-qd32$/,/^### /p' "$T/out2" | grep -q "^| unwritten "; then
+    fail "the reads-only target has a row in a write job"
+fi
+sed -n '/^### goals/,$p' "$T/out2" | diff "$T/goals" - \
+    || fail "a reads-only target changed the goals"
+# a target line with a 7th field other than all/reads is refused
+printf 'bad\tnbd\tnbd://127.0.0.1:1/x\t-\tyes\tx\tsome\n' >"$T/bad.tsv"
+if "$PY" fio-jobs/bench-report.py report --targets "$T/bad.tsv" --runs "$R" \
+        --json "$T/r3.json" >/dev/null 2>"$T/err"; then
+    fail "a target line with a bad 7th field was taken"
 fi
 echo "bench report goals ok"
