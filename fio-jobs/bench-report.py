@@ -531,9 +531,12 @@ def write_docs(path, info, settings, targets, tables, goals_md):
     L.append("## Targets")
     L.append("")
     L.append("Each target holds 1 GiB written sequentially (fio, 1 MiB blocks) before any")
-    L.append("measurement, and every job works over that 1 GiB, except blockd-unwritten,")
-    L.append("whose volume is never written and which runs only the read jobs. All servers")
-    L.append("listen on 127.0.0.1; nothing is pinned to a CPU.")
+    L.append("measurement, and every job works over that 1 GiB.")
+    for t in targets:
+        if t["reads_only"]:
+            L.append("%s is the exception: it is never written and runs only the read jobs."
+                     % t["name"])
+    L.append("All servers listen on 127.0.0.1; nothing is pinned to a CPU.")
     L.append("")
     L.append("| target | what | multi-conn |")
     L.append("|---|---|---|")
