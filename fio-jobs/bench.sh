@@ -174,8 +174,8 @@ P_UNW=$9 P_API_UNW=${10}
 
 # Same blocks.  The disk under this machine writes at different speeds in different
 # places, and it is not the filesystem: 4k random writes at QD32 (fio,
-# io_uring, O_DIRECT) on 1 GiB files made a minute before ran at 58k..132k
-# IOPS, on one made hours before at 150k..199k, and reads were the same on
+# io_uring, O_DIRECT) on 1 GiB files made a minute before ran at 71k..132k
+# IOPS, on one made hours before at 152k..199k, and reads were the same on
 # all of them.  With each target on its own new file, that placement decided
 # the write figures (blockd 80.6k against local io_uring's 161k in one run,
 # 67k against 65k in another).  So the targets that write with O_DIRECT use
