@@ -53,13 +53,17 @@ else
 	RAMP=1
 fi
 if [ -n "$TARGETS$JOBS" ]; then FILTERED=yes; else FILTERED=no; fi
-TARGETS=${TARGETS:-$ALL_TARGETS}
+# shellcheck disable=SC2086,SC2116  # one space between names, whatever the caller used
+TARGETS=$(echo ${TARGETS:-$ALL_TARGETS})
 
 msg() { echo "bench: $*" >&2; }
 die() { echo "bench: $*" >&2; exit 1; }
 
+seen=
 for t in $TARGETS; do
 	case " $ALL_TARGETS " in *" $t "*) ;; *) die "unknown target \"$t\" in TARGETS (known: $ALL_TARGETS)" ;; esac
+	case " $seen " in *" $t "*) die "target \"$t\" is named twice in TARGETS" ;; esac
+	seen="$seen $t"
 done
 case $RUNTIME in ''|*[!0-9]*) die "BENCH_RUNTIME must be whole seconds, not \"$RUNTIME\"" ;; esac
 case $ROUNDS in ''|*[!0-9]*|0) die "BENCH_ROUNDS must be a positive number, not \"$ROUNDS\"" ;; esac
@@ -164,6 +168,7 @@ start_blockd() {
 	fi
 	[ -z "$5" ] || desc="$desc; $5"
 	[ "$1" = blockd-b ] && desc="$desc; build $2"
+	[ "$1" = blockd-b ] && [ -n "$POOL" ] && desc="$desc; its pool file is blockd's (a hard link)"
 	add_target "$1" nbd "$uri" "$pid" "$desc" "$jobs"
 }
 
@@ -172,19 +177,24 @@ set -- $($PY "$HELPER" ports 10)
 P_BLOCKD=$1 P_API=$2 P_QNONE=$3 P_QWB=$4 P_NKFILE=$5 P_NKNULL=$6 P_BLOCKD_B=$7 P_API_B=$8
 P_UNW=$9 P_API_UNW=${10}
 
-# Same blocks.  The disk under this machine writes at different speeds in different
-# places, and it is not the filesystem: 4k random writes at QD32 (fio,
-# io_uring, O_DIRECT) on 1 GiB files made a minute before ran at 71k..132k
-# IOPS, on one made hours before at 152k..199k, and reads were the same on
+# Same blocks.  The disk under this machine writes at different speeds in
+# different places: 4k random writes at QD32 (fio, io_uring, O_DIRECT) on
+# 1 GiB files just filled ran at 71k..106k IOPS, 94k..132k ten minutes
+# later, and 152k..199k on one filled hours before; reads were the same on
 # all of them.  With each target on its own new file, that placement decided
 # the write figures (blockd 80.6k against local io_uring's 161k in one run,
 # 67k against 65k in another).  So the targets that write with O_DIRECT use
 # the same blocks: blockd's volume is the first 1 GiB of its pool file after
 # the fill, local io_uring and qemu-nbd --cache=none work on that 1 GiB, and
-# blockd-b's pool file is a hard link to blockd's.  The page-cache targets
-# keep files of their own: their dirty pages in the shared file would be
-# written back during, and charged to, the O_DIRECT targets' runs.
-# blockd is set up first; without it every target has its own file.
+# blockd-b's pool file is a hard link to blockd's.  blockd-b starts with an
+# empty store, punches every chunk it sees as free (all of them) and fills
+# its volume again: the shared blocks are then those of that second fill.
+# Both must size the pool alike (no --capacity in BLOCKD_ARGS or
+# BLOCKD_B_ARGS): a new store sizes its pool file, the shared one too.
+# The page-cache targets keep files of their own: their dirty pages in the
+# shared file would be written back during, and charged to, the O_DIRECT
+# targets' runs.  blockd is set up first; without it every target has its
+# own file.
 POOL=
 SETUP=$TARGETS
 case " $TARGETS " in *" blockd "*) SETUP="blockd $(echo " $TARGETS " | sed 's/ blockd / /')" ;; esac
@@ -199,8 +209,12 @@ for t in $SETUP; do
 		;;
 	blockd-b)
 		if [ -n "$POOL" ]; then
+			case "$BLOCKD_ARGS $BLOCKD_B_ARGS" in *--capacity*)
+				die "blockd-b shares blockd's pool file: --capacity in BLOCKD_ARGS or BLOCKD_B_ARGS would resize it under blockd" ;;
+			esac
 			mkdir -p "$DATA/blockd-b"
-			ln "$POOL" "$DATA/blockd-b/pool.dat"
+			ln "$POOL" "$DATA/blockd-b/pool.dat" ||
+				die "cannot hard-link $POOL for blockd-b (run blockd-b without blockd)"
 		fi
 		start_blockd blockd-b "$BUILD_B" "$P_BLOCKD_B" "$P_API_B" "$BLOCKD_B_ARGS"
 		;;
@@ -216,15 +230,16 @@ for t in $SETUP; do
 			desc="qemu-nbd --shared=8 on a raw file, default cache (writeback: page cache)"
 		fi
 		if [ "$t" = qemu-nbd-none ] && [ -n "$POOL" ]; then
-			image="--image-opts driver=raw,size=1073741824,file.driver=file,file.filename=$POOL"
-			desc="$desc: the first 1 GiB of blockd's pool file, the blocks of blockd's volume"
+			# a comma in an --image-opts value is written twice
+			set -- --image-opts "driver=raw,size=1073741824,file.driver=file,file.filename=$(printf %s "$POOL" | sed 's/,/,,/g')"
+			desc="$desc; the first 1 GiB of blockd's pool file, the blocks of blockd's volume"
 		else
 			f=$DATA/$t.raw
 			fill_file "$f"
-			image="-f raw $f"
+			set -- -f raw "$f"
 		fi
-		# shellcheck disable=SC2086
-		qemu-nbd -t -p "$port" -b 127.0.0.1 --shared=8 $cache $image \
+		# shellcheck disable=SC2086  # cache is a word list
+		qemu-nbd -t -p "$port" -b 127.0.0.1 --shared=8 $cache "$@" \
 			>"$LOGS/$t.log" 2>&1 &
 		pid=$!
 		PIDS="$PIDS $pid"
