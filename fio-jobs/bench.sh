@@ -167,8 +167,10 @@ start_blockd() {
 		fill_nbd "$uri"
 	fi
 	[ -z "$5" ] || desc="$desc; $5"
-	[ "$1" = blockd-b ] && desc="$desc; build $2"
-	[ "$1" = blockd-b ] && [ -n "$POOL" ] && desc="$desc; its pool file is blockd's (a hard link)"
+	if [ "$1" = blockd-b ]; then
+		desc="$desc; build $2"
+		[ -z "$POOL" ] || desc="$desc; its pool file is blockd's (a hard link)"
+	fi
 	add_target "$1" nbd "$uri" "$pid" "$desc" "$jobs"
 }
 
@@ -195,7 +197,8 @@ P_UNW=$9 P_API_UNW=${10}
 # shared file would be written back during, and charged to, the O_DIRECT
 # targets' runs.  blockd is set up first; without it every target has its
 # own file.
-POOL=
+POOL=''
+POOL_DESC=''
 SETUP=$TARGETS
 case " $TARGETS " in *" blockd "*) SETUP="blockd $(echo " $TARGETS " | sed 's/ blockd / /')" ;; esac
 
@@ -206,6 +209,7 @@ for t in $SETUP; do
 	blockd)
 		start_blockd blockd "$BUILD" "$P_BLOCKD" "$P_API" "$BLOCKD_ARGS"
 		POOL=$DATA/blockd/pool.dat
+		POOL_DESC="the first 1 GiB of blockd's pool file, the blocks of blockd's volume"
 		;;
 	blockd-b)
 		if [ -n "$POOL" ]; then
@@ -232,7 +236,7 @@ for t in $SETUP; do
 		if [ "$t" = qemu-nbd-none ] && [ -n "$POOL" ]; then
 			# a comma in an --image-opts value is written twice
 			set -- --image-opts "driver=raw,size=1073741824,file.driver=file,file.filename=$(printf %s "$POOL" | sed 's/,/,,/g')"
-			desc="$desc; the first 1 GiB of blockd's pool file, the blocks of blockd's volume"
+			desc="$desc; $POOL_DESC"
 		else
 			f=$DATA/$t.raw
 			fill_file "$f"
@@ -278,7 +282,7 @@ for t in $SETUP; do
 		desc="fio ioengine=io_uring direct=1 on a file in the same filesystem: the disk without network"
 		if [ -n "$POOL" ]; then
 			f=$POOL
-			desc="$desc; the first 1 GiB of blockd's pool file, the blocks of blockd's volume"
+			desc="$desc; $POOL_DESC"
 		else
 			f=$DATA/local.raw
 			fill_file "$f"
