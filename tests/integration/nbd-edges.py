@@ -265,6 +265,31 @@ with section("FUA write, FUA write_zeroes, flush"):
     model[5 * CHUNK + 30000:5 * CHUNK + 31000] = bytes(1000)
     check(5 * CHUNK, CHUNK, "after zero/trim with FUA")
 
+with section("large writes, which blockd writes in pieces as their payload arrives"):
+    # aligned writes of 512 KiB and more go to the disk piece by piece; an
+    # unaligned one is written whole; the reply comes when all is written
+    write(0, pattern(450, MiB))                        # 4 pieces of 256 KiB
+    write(MiB, pattern(451, 4 * MiB))                  # 8 pieces of 512 KiB
+    write(5 * MiB + 4096, pattern(452, 768 * 1024), nbd.CMD_FLAG_FUA)   # 3 pieces, FUA
+    write(6 * MiB + 4096 * 7, pattern(453, 1300 * 1024))             # 6, the last one short
+    write(3 * MiB + 1, pattern(454, MiB))               # unaligned: whole
+    check(0, SIZE, "whole volume after large writes")
+    # two in flight at once, then eight (past the rule that cuts writes
+    # only at low depth), replies in any order
+    for seed, n in ((460, 2), (470, 8)):
+        cookies = [h.aio_pwrite(pattern(seed + i, MiB), i * MiB) for i in range(n)]
+        while h.aio_in_flight():
+            h.poll(-1)
+        assert all(h.aio_command_completed(c) for c in cookies), "a write in flight failed"
+        for i in range(n):
+            model[i * MiB:(i + 1) * MiB] = pattern(seed + i, MiB)
+    check(0, SIZE, "whole volume after large writes in flight together")
+    hs = connect(SCRATCH)
+    big = pattern(480, 32 * MiB)                       # the largest payload: 8 pieces of 4 MiB
+    hs.pwrite(big, 16 * MiB)
+    assert hs.pread(32 * MiB, 16 * MiB) == big, "32 MiB write read back differs"
+    hs.shutdown()
+
 with section("trim whole chunks and partial ranges, then read zeros (blockd's trim zeroes)"):
     for c in range(SIZE // CHUNK):               # every chunk has data now
         write(c * CHUNK + 4096, pattern(500 + c, 8192))
@@ -654,6 +679,19 @@ with section("raw: write header with a partial payload, then close (FIN, and RST
     r.s.sendall(struct.pack(">IHHQ", REQ_MAGIC, 0, NBD_CMD_READ, 1))
     r.close()
     daemon_serves("partial requests")
+
+with section("raw: a large write cut off after some of its pieces were written (FIN, and RST)"):
+    # with a pause, the pieces blockd has are written before the end; without
+    # one, the connection usually fails while they are on the disk
+    for rst, pause in ((False, 0.2), (True, 0.2)) + ((False, 0), (True, 0)) * 10:
+        r = Raw(SCRATCH)
+        r.s.sendall(struct.pack(">IHHQQI", REQ_MAGIC, 0, NBD_CMD_WRITE, 1, 0, 4 * MiB)
+                    + b"\x78" * (1536 * 1024))
+        time.sleep(pause)
+        if rst:
+            r.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        r.close()
+    daemon_serves("large writes cut off")
 
 with section("raw: 200 writes in flight, replies never read, then RST"):
     r = Raw(SCRATCH)

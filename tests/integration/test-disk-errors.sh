@@ -33,6 +33,19 @@ try:
 except nbd.Error as e:
     assert e.errnum == errno.ENOSPC, e
 '
+# a large write goes to the pool in pieces as it arrives: one failed piece
+# fails the write, and only once all of its pieces are done
+fault e1 write EIO 1
+nbdsh -u "$(uri e1)" -c '
+import errno
+try:
+    h.pwrite(b"p" * 1048576, 1048576)
+    raise SystemExit("large write did not fail")
+except nbd.Error as e:
+    assert e.errnum == errno.EIO, e
+h.pwrite(b"q" * 1048576, 1048576)    # written again, whole
+assert h.pread(1048576, 1048576) == b"q" * 1048576
+'
 fault e1 read EIO 50
 nbdsh -u "$(uri e1)" -c '
 import errno
