@@ -28,7 +28,7 @@ CLIENT_SRC := $(wildcard client/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
-.PHONY: all binaries run demo test unit integration deps clean bench bench-snapshot check-long fuzz
+.PHONY: all binaries run demo test unit integration deps clean bench bench-snapshot bench-link check-long fuzz
 all: deps
 	@$(MAKE) --no-print-directory binaries
 binaries: $(BUILD)/blockd $(BUILD)/blockctl
@@ -86,6 +86,10 @@ bench: all
 
 bench-snapshot: all
 	@BUILD=$(BUILD) sh fio-jobs/bench-snapshot.sh
+
+# blockd across a shaped veth link from a namespace of its own (root)
+bench-link: all
+	@BUILD=$(BUILD) sh fio-jobs/bench-link.sh
 
 clean:
 	rm -rf build
