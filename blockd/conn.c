@@ -32,7 +32,8 @@
 #define MAX_PIECES       8
 #define PIECE_MAX_DEPTH16 20             /* ...while the client keeps at most ~1.25 in flight */
 #define MAX_CONN_BYTES   (96ull << 20)   /* request buffers in flight per connection */
-#define KEEP_BUF_MAX     (1u << 20)      /* larger request buffers are freed after use */
+#define KEEP_BUF_MAX     (1u << 20)      /* request buffers up to this stay with their request */
+#define KEEP_LARGE_BYTES (64ull << 20)   /* larger ones too, up to this many bytes a loop */
 #define IOV_BATCH        192
 #define MAX_EXTENTS      1024
 #define MSG_MAX          160
@@ -100,6 +101,7 @@ struct blk_conn {
   uint64_t inflight_bytes;
   unsigned depth16;             /* inflight when a request arrives, averaged, x16 */
   struct blk_req *free_reqs;
+  struct blk_req *free_large;   /* free requests with buffers over KEEP_BUF_MAX */
   atomic_bool kicked;
 
   struct blk_conn *next, *prev; /* the loop's connections */
@@ -315,7 +317,9 @@ drain (struct blk_conn *c, const char *why)
   log_debug ("connection %s: draining: %s", c->peer, why);
   c->state = CONN_DRAINING;
   if (c->recv_armed)
-    shutdown (c->fd, SHUT_RD);
+    shutdown (c->fd, SHUT_RD);    /* recv_done drops a payload it was reading */
+  else
+    drop_payload (c);             /* nothing more is read */
 }
 
 static void
@@ -343,12 +347,35 @@ conn_release (struct blk_conn *c, struct blk_req *q)
   q->extra = NULL;
   q->extralen = 0;
   if (q->bufcap > KEEP_BUF_MAX) {
+    /* A large buffer is kept for the next large request while the loop's
+     * budget allows: allocating it again costs its page faults, and 4M
+     * writes ran at 0.6-0.7x (docs/BENCHMARKS.md, ninth pass). */
+    if (c->loop->kept_large + q->bufcap <= KEEP_LARGE_BYTES) {
+      c->loop->kept_large += q->bufcap;
+      q->next = c->free_large;
+      c->free_large = q;
+      return;
+    }
     blk_buf_put (c->loop, q->buf, q->bufcap);
     q->buf = NULL;
     q->bufcap = 0;
   }
   q->next = c->free_reqs;
   c->free_reqs = q;
+}
+
+/* A free request with a large buffer of at least need bytes, or NULL. */
+static struct blk_req *
+take_large (struct blk_conn *c, size_t need)
+{
+  for (struct blk_req **p = &c->free_large; *p; p = &(*p)->next)
+    if ((*p)->bufcap >= need) {
+      struct blk_req *q = *p;
+      *p = q->next;
+      c->loop->kept_large -= q->bufcap;
+      return q;
+    }
+  return NULL;
 }
 
 static void
@@ -375,6 +402,12 @@ maybe_free (struct blk_conn *c)
   while (c->free_reqs) {
     struct blk_req *q = c->free_reqs;
     c->free_reqs = q->next;
+    req_free (c, q);
+  }
+  while (c->free_large) {
+    struct blk_req *q = c->free_large;
+    c->free_large = q->next;
+    l->kept_large -= q->bufcap;
     req_free (c, q);
   }
   log_debug ("connection %s: closed", c->peer);
@@ -646,10 +679,11 @@ payload_arrived (struct blk_conn *c, struct blk_req *q)
 static struct blk_req *
 req_get (struct blk_conn *c, const struct nbd_request *r)
 {
-  struct blk_req *q = c->free_reqs;
-  if (q)
+  size_t need = (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) ? r->length : 0;
+  struct blk_req *q = need > KEEP_BUF_MAX ? take_large (c, need) : NULL;
+  if (q == NULL && (q = c->free_reqs) != NULL)
     c->free_reqs = q->next;
-  else if ((q = calloc (1, sizeof *q)) == NULL)
+  else if (q == NULL && (q = calloc (1, sizeof *q)) == NULL)
     return NULL;
   q->conn = c;
   q->r = *r;
@@ -659,7 +693,6 @@ req_get (struct blk_conn *c, const struct nbd_request *r)
   q->piece_err = 0;
   q->orphaned = false;
   q->next = NULL;
-  size_t need = (r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) ? r->length : 0;
   if (need > q->bufcap) {
     blk_buf_put (c->loop, q->buf, q->bufcap);
     q->bufcap = 0;
@@ -921,15 +954,13 @@ blk_conn_recv_done (struct blk_conn *c, int res)
     q->payload_got += (uint32_t) res;
     if (c->state == CONN_TRANSMISSION)
       payload_arrived (c, q);
-    else {
-      c->payload_req = NULL;     /* draining: nothing more is read */
-      abandon (c, q);
-    }
   }
   else
     c->rlen += (size_t) res;
   process_input (c);
   arm_recv (c);
+  if (c->state == CONN_DRAINING)
+    drop_payload (c);             /* nothing more is read */
   maybe_free (c);
 }
 

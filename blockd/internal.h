@@ -91,6 +91,7 @@ struct blk_loop {
   bool poll_pays;                 /* the last poll, or sleep, ended within poll_us */
   unsigned inflight;              /* NBD requests read and not yet answered, all connections */
   uint64_t inflight_bytes;        /* their data buffers' bytes */
+  uint64_t kept_large;            /* bytes of large request buffers kept for reuse */
 
   /* Data buffers of this loop's requests: an arena registered with the
    * ring (fixed buffer 0), cut into power-of-two classes of 4 KiB..1 MiB;

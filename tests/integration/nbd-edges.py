@@ -288,6 +288,13 @@ with section("large writes, which blockd writes in pieces as their payload arriv
     big = pattern(480, 32 * MiB)                       # the largest payload: 8 pieces of 4 MiB
     hs.pwrite(big, 16 * MiB)
     assert hs.pread(32 * MiB, 16 * MiB) == big, "32 MiB write read back differs"
+    # request buffers over 1 MiB are kept for the next large request: a
+    # smaller one in a larger buffer writes and reads only its own bytes
+    small = pattern(481, 2 * MiB)
+    hs.pwrite(small, 20 * MiB)
+    big = big[:4 * MiB] + small + big[6 * MiB:]
+    assert hs.pread(3 * MiB, 19 * MiB) == big[3 * MiB:6 * MiB], "2 MiB write in a kept buffer"
+    assert hs.pread(32 * MiB, 16 * MiB) == big, "32 MiB after the 2 MiB write"
     hs.shutdown()
 
 with section("trim whole chunks and partial ranges, then read zeros (blockd's trim zeroes)"):
