@@ -50,7 +50,7 @@ die() { echo "bench-link: $*" >&2; exit 1; }
 for c in ip tc fio; do
 	command -v $c >/dev/null || die "needs $c (iproute2, fio)"
 done
-for b in $BUILD $BUILD_B; do
+for b in "$BUILD" ${BUILD_B:+"$BUILD_B"}; do
 	{ [ -x "$b/blockd" ] && [ -x "$b/blockctl" ]; } || die "$b/blockd or blockctl not built"
 done
 
@@ -95,17 +95,17 @@ start() {
 	done
 }
 stop() {
-	kill "$PID"
+	kill "$PID" 2>/dev/null || die "blockd (pid $PID) died during the run; see $WORK/blockd.log"
 	wait "$PID" 2>/dev/null || true
 	PID=
 }
 
-# run LABEL JOB-OPTIONS: one fio run; prints "IOPS P50-US"
+# run JOB-OPTIONS: one fio run; prints "IOPS P50-US"
 run() {
 	# shellcheck disable=SC2086  # the job's options are a word list
-	fio --name=link --ioengine=nbd --uri="$URI" $2 --size=1g --time_based=1 \
+	fio --name=link --ioengine=nbd --uri="$URI" $1 --size=1g --time_based=1 \
 		--runtime="$RUNTIME" --ramp_time=1 --output-format=json \
-		--output="$WORK/run.json" >/dev/null 2>&1 || die "fio failed: $2"
+		--output="$WORK/run.json" >/dev/null 2>&1 || die "fio failed: $1"
 	$PY - "$WORK/run.json" <<'EOF'
 import json, sys
 j = json.load(open(sys.argv[1]))["jobs"][0]
@@ -128,16 +128,22 @@ LABELS=A
 r=1
 while [ $r -le "$ROUNDS" ]; do
 	msg "round $r of $ROUNDS"
-	echo "$LINK_JOBS" | tr ';' '\n' | while read -r job; do
+	# not a pipeline: start and stop must set PID in this shell, for cleanup
+	set -f
+	IFS=';'
+	for job in $LINK_JOBS; do
+		unset IFS
 		[ -n "$job" ] || continue
 		for t in $LABELS; do
 			if [ "$t" = A ]; then b=$BUILD; else b=$BUILD_B; fi
 			start "$b"
-			res=$(run "$t" "$job")
+			res=$(run "$job")
 			stop
 			printf '%s\t%s\t%s\n' "$job" "$t" "$res" | tee -a "$WORK/results.tsv" >&2
 		done
 	done
+	unset IFS
+	set +f
 	r=$((r + 1))
 done
 
