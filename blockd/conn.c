@@ -348,8 +348,9 @@ conn_release (struct blk_conn *c, struct blk_req *q)
   q->extralen = 0;
   if (q->bufcap > KEEP_BUF_MAX) {
     /* A large buffer is kept for the next large request while the loop's
-     * budget allows: allocating it again costs its page faults, and 4M
-     * writes ran at 0.6-0.7x (docs/BENCHMARKS.md, ninth pass). */
+     * budget allows.  A new one costs its page faults again: keeping them
+     * made 4M writes 1.55x (QD1) and 1.76x (QD4) as fast
+     * (docs/BENCHMARKS.md, ninth pass). */
     if (c->loop->kept_large + q->bufcap <= KEEP_LARGE_BYTES) {
       c->loop->kept_large += q->bufcap;
       q->next = c->free_large;
