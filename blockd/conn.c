@@ -940,6 +940,12 @@ blk_conn_recv_done (struct blk_conn *c, int res)
         c->eof = true;           /* requests still in rbuf: serve them first */
         process_input (c);
       }
+      else if (c->state == CONN_DRAINING) {
+        /* We stopped reading (shutdown, volume deleted): the rest of a
+         * write's payload never comes; the requests read are answered. */
+        c->discard_left = 0;
+        drop_payload (c);
+      }
       else if (c->payload_req || c->discard_left)
         conn_fail (c, "client went away in the middle of a request");
       else
@@ -953,7 +959,8 @@ blk_conn_recv_done (struct blk_conn *c, int res)
   if (c->recv_direct) {
     struct blk_req *q = c->payload_req;
     q->payload_got += (uint32_t) res;
-    if (c->state == CONN_TRANSMISSION)
+    /* draining, a write whose payload is whole is still written */
+    if (c->state == CONN_TRANSMISSION || q->payload_got == q->r.length)
       payload_arrived (c, q);
   }
   else
