@@ -3,7 +3,8 @@
  * The bytes go through nbd/ (handshake state machine, request validation,
  * reply encoding); the requests go to volume/.  Many requests are in flight
  * at once and answered as they finish; the replies ready after a batch of
- * completions leave in one sendmsg.
+ * completions leave in one sendmsg.  A shallow client's large write goes to
+ * the volume in pieces while its payload is still arriving.
  *
  * States (struct blk_conn.state):
  *   HANDSHAKE     option haggling (nbd_hs_*)
@@ -59,7 +60,7 @@ struct blk_req {
   uint32_t piece_len;
   uint32_t submitted;           /* payload bytes handed to the volume */
   unsigned npieces, pieces_out; /* started, and not yet done */
-  int piece_err;                /* the first piece's error */
+  int piece_err;                /* the first error of its pieces */
   bool orphaned;                /* the payload will never come: release when pieces_out is 0 */
   struct blk_req *next;
 };
