@@ -59,7 +59,7 @@ struct blk_req {
   struct vol_io *pieces;        /* MAX_PIECES - 1 of them; kept for reuse */
   uint32_t piece_len;
   uint32_t submitted;           /* payload bytes handed to the volume */
-  unsigned npieces, pieces_out; /* started, and not yet done */
+  unsigned pieces_out;          /* pieces started and not yet done */
   int piece_err;                /* the first error of its pieces */
   bool orphaned;                /* the payload will never come: release when pieces_out is 0 */
   struct blk_req *next;
@@ -637,7 +637,8 @@ static void
 start_piece (struct blk_conn *c, struct blk_req *q)
 {
   uint32_t left = q->r.length - q->submitted;
-  struct vol_io *io = q->npieces ? &q->pieces[q->npieces - 1] : &q->io;
+  unsigned k = q->submitted / q->piece_len;       /* this piece's number */
+  struct vol_io *io = k ? &q->pieces[k - 1] : &q->io;
   io->op = VOL_OP_WRITE;
   io->flags = (q->r.flags & NBD_CMD_FLAG_FUA) ? VOL_F_FUA : 0;
   io->vol = c->vol;
@@ -647,7 +648,6 @@ start_piece (struct blk_conn *c, struct blk_req *q)
   io->buf = (char *) q->buf + q->submitted;
   io->done = piece_done;
   io->opaque = q;
-  q->npieces++;
   q->submitted += io->length;
   q->pieces_out++;
   if (vol_io_submit (io) == 1) {
@@ -691,7 +691,7 @@ req_get (struct blk_conn *c, const struct nbd_request *r)
   q->r = *r;
   q->payload_got = 0;
   q->piece_len = q->submitted = 0;
-  q->npieces = q->pieces_out = 0;
+  q->pieces_out = 0;
   q->piece_err = 0;
   q->orphaned = false;
   q->next = NULL;
