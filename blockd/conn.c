@@ -4,7 +4,8 @@
  * reply encoding); the requests go to volume/.  Many requests are in flight
  * at once and answered as they finish; the replies ready after a batch of
  * completions leave in one sendmsg.  A shallow client's large write goes to
- * the volume in pieces while its payload is still arriving.
+ * the volume in pieces while its payload is still arriving, and its large
+ * read goes back in pieces as they come off the disk.
  *
  * States (struct blk_conn.state):
  *   HANDSHAKE     option haggling (nbd_hs_*)
@@ -32,6 +33,7 @@
 #define PIECE_MIN        (256 * 1024)    /* a large write goes to the volume in pieces of at least this */
 #define MAX_PIECES       8
 #define PIECE_MAX_DEPTH16 20             /* ...while the client keeps at most ~1.25 in flight */
+#define READ_PIECES_AT_ONCE 1            /* a read's pieces on the disk at once */
 #define MAX_CONN_BYTES   (96ull << 20)   /* request buffers in flight per connection */
 #define KEEP_BUF_MAX     (1u << 20)      /* request buffers up to this stay with their request */
 #define KEEP_LARGE_BYTES (64ull << 20)   /* larger ones too, up to this many bytes a loop */
@@ -41,6 +43,19 @@
 
 enum conn_state { CONN_HANDSHAKE, CONN_TRANSMISSION, CONN_DRAINING, CONN_DEAD };
 
+/* An entry of a connection's send queue: a request's reply (its out), or
+ * one OFFSET_DATA chunk of a read sent in pieces (one of its chunks). */
+struct blk_send {
+  struct blk_send *next;
+  struct blk_req *req;
+};
+
+struct blk_chunk {
+  struct blk_send s;
+  uint8_t hdr[NBD_READ_CHUNK_HDR_LEN];
+  uint32_t off, len;            /* the piece's bytes in the request buffer */
+};
+
 struct blk_req {
   struct vol_io io;             /* io.opaque == this */
   struct blk_conn *conn;
@@ -49,20 +64,25 @@ struct blk_req {
   uint32_t hdrlen;
   void *buf;                    /* data buffer, aligned; kept for reuse */
   size_t bufcap;
-  uint32_t datalen;             /* bytes of buf sent after hdr */
+  uint32_t dataoff, datalen;    /* bytes of buf sent after hdr */
   uint8_t *extra;               /* block status descriptors */
   uint32_t extralen;
   uint32_t payload_got;
   size_t charged;               /* bytes counted in conn->inflight_bytes */
-  /* A large write is written in pieces as its payload arrives (piece_len
-   * != 0): piece 0 is io, the others pieces[]. */
+  /* A large write is written in pieces as its payload arrives, a large
+   * read sent in pieces as they are read (piece_len != 0): piece 0 is io,
+   * the others pieces[]. */
   struct vol_io *pieces;        /* MAX_PIECES - 1 of them; kept for reuse */
+  struct blk_chunk *chunks;     /* a read's: MAX_PIECES of them; kept for reuse */
   uint32_t piece_len;
-  uint32_t submitted;           /* payload bytes handed to the volume */
+  uint32_t submitted;           /* bytes handed to the volume */
   unsigned pieces_out;          /* pieces started and not yet done */
   int piece_err;                /* the first error of its pieces */
   bool orphaned;                /* the payload will never come: release when pieces_out is 0 */
-  struct blk_req *next;
+  unsigned chunks_out;          /* chunks queued or being sent */
+  bool out_done;                /* the reply is sent: release when chunks_out is 0 */
+  struct blk_send out;
+  struct blk_req *next;         /* free lists */
 };
 
 struct blk_conn {
@@ -92,8 +112,8 @@ struct blk_conn {
   struct blk_req *payload_req;  /* a WRITE still receiving its payload */
   uint64_t discard_left;        /* payload of a refused request still to skip */
 
-  struct blk_req *sendq_head, *sendq_tail;
-  struct blk_req *sending;
+  struct blk_send *sendq_head, *sendq_tail;
+  struct blk_send *sending;
   struct iovec iov[IOV_BATCH];
   unsigned niov, iov_first;
   struct msghdr msg;
@@ -257,14 +277,31 @@ blk_conn_start (struct blk_loop *l, int fd)
   arm_recv (c);
 }
 
+/* s has been sent, or never will be.  A request goes when its reply and
+ * all its chunks have gone: a chunk can still be in a sendmsg when the
+ * reply is dropped (the stream broke). */
+static void
+send_finished (struct blk_conn *c, struct blk_send *s)
+{
+  struct blk_req *q = s->req;
+  if (s != &q->out) {
+    if (--q->chunks_out == 0 && q->out_done)
+      conn_release (c, q);
+  }
+  else if (q->chunks_out)
+    q->out_done = true;
+  else
+    conn_release (c, q);
+}
+
 /* Replies that will never be sent (the stream is broken). */
 static void
 drop_sendq (struct blk_conn *c)
 {
   while (c->sendq_head) {
-    struct blk_req *q = c->sendq_head;
-    c->sendq_head = q->next;
-    conn_release (c, q);
+    struct blk_send *s = c->sendq_head;
+    c->sendq_head = s->next;
+    send_finished (c, s);
   }
   c->sendq_tail = NULL;
 }
@@ -331,6 +368,7 @@ req_free (struct blk_conn *c, struct blk_req *q)
     for (unsigned i = 0; i < MAX_PIECES - 1; i++)
       vol_io_release (&q->pieces[i]);
   free (q->pieces);
+  free (q->chunks);
   blk_buf_put (c->loop, q->buf, q->bufcap);
   free (q->extra);
   free (q);
@@ -454,18 +492,18 @@ error_text (int err)
 }
 
 static void
-enqueue (struct blk_conn *c, struct blk_req *q)
+enqueue (struct blk_conn *c, struct blk_send *s)
 {
   if (c->state == CONN_DEAD) {
-    conn_release (c, q);
+    send_finished (c, s);
     return;
   }
-  q->next = NULL;
+  s->next = NULL;
   if (c->sendq_tail)
-    c->sendq_tail->next = q;
+    c->sendq_tail->next = s;
   else
-    c->sendq_head = q;
-  c->sendq_tail = q;
+    c->sendq_head = s;
+  c->sendq_tail = s;
   blk_loop_mark_dirty (c->loop, c);
 }
 
@@ -478,7 +516,7 @@ reply (struct blk_conn *c, struct blk_req *q, int res, uint32_t nbd_err, const c
     nbd_err = nbd_errno_to_wire (-res);
     msg = error_text (-res);
   }
-  q->datalen = 0;
+  q->dataoff = q->datalen = 0;
   if (nbd_err) {
     if (c->sess.structured) {
       char m[MSG_MAX];
@@ -502,7 +540,7 @@ reply (struct blk_conn *c, struct blk_req *q, int res, uint32_t nbd_err, const c
   }
   else if (q->r.type != NBD_CMD_BLOCK_STATUS)
     q->hdrlen = (uint32_t) nbd_encode_simple_reply (q->hdr, q->r.cookie, 0);
-  enqueue (c, q);
+  enqueue (c, &q->out);
 }
 
 static void
@@ -585,26 +623,39 @@ execute (struct blk_conn *c, struct blk_req *q)
     reply (c, q, io->result, 0, NULL);
 }
 
-/* ---- large writes, in pieces as they arrive -------------------------------- */
+/* ---- large requests, in pieces -------------------------------------------- */
 /* A large write is not received whole and then written: each piece goes to
  * the volume as soon as its bytes are in, so that the disk writes the start
  * of the payload while the rest is still on the wire, and the reply waits
- * for the last piece's disk time rather than the whole write's.
+ * for the last piece's disk time rather than the whole write's.  A large
+ * read is the same the other way round: its pieces are read one after
+ * another, and each is sent as an OFFSET_DATA chunk (structured replies)
+ * while the next is read, so the wire does not wait for the whole read.
+ * One at a time, because pieces read together finish together: eight reads
+ * of 512 KiB issued at once all completed within ~0.25 ms of each other,
+ * ~2.4 ms later, leaving nothing to send before the end.
  *
- * That pays where the disk would otherwise wait for the payload, with a
- * client that sends one request at a time (`make bench-link`, 1M writes at
- * QD1: 1.39x over 25 Gbit, 1.18x over a bare veth pair; 4M: 1.17..1.68x).
- * With more in flight the disk has other writes to do, and the extra disk
- * requests of the pieces cost more than the overlap gains (1M at QD4, cut:
- * -7..-27%).  So a connection's depth is averaged over its requests, and
- * only a shallow one's writes are cut (docs/BENCHMARKS.md, ninth pass).
+ * That pays where the disk would otherwise wait for the wire or the wire
+ * for the disk, with a client that sends one request at a time (`make
+ * bench-link`, 1M writes at QD1: 1.39x over 25 Gbit, 1.18x over a bare
+ * veth pair; 4M: 1.17..1.68x; 1M reads 1.22x over 10 Gbit, 1.35x over
+ * 25 Gbit; 4M reads 1.26x and 1.27x).  With more in flight the disk has other
+ * writes to do, and the extra disk requests of the pieces cost more than
+ * the overlap gains (1M at QD4, cut: -7..-27%).  So a connection's depth
+ * is averaged over its requests, and only a shallow one's are cut
+ * (docs/BENCHMARKS.md, ninth and tenth passes).
  *
- * Only 4 KiB aligned writes are cut, so that no two pieces share a block
- * (an unaligned piece reads, modifies and writes a block its neighbour may
- * be writing too). */
+ * Only 4 KiB aligned requests are cut, so that no two pieces of a write
+ * share a block (an unaligned piece reads, modifies and writes a block its
+ * neighbour may be writing too); a read with NBD_CMD_FLAG_DF must come in
+ * one chunk. */
 static uint32_t
-piece_len_for (const struct nbd_request *r)
+piece_len_for (const struct blk_conn *c, const struct nbd_request *r)
 {
+  if (r->type != NBD_CMD_WRITE && r->type != NBD_CMD_READ)
+    return 0;
+  if (r->type == NBD_CMD_READ && (!c->sess.structured || (r->flags & NBD_CMD_FLAG_DF)))
+    return 0;
   if (r->length < 2 * PIECE_MIN || (r->offset | r->length) % 4096)
     return 0;
   uint32_t len = ((r->length + MAX_PIECES - 1) / MAX_PIECES + 4095) & ~4095u;
@@ -618,13 +669,57 @@ piece_result (struct blk_req *q, int res)
     q->piece_err = res;
 }
 
+/* No more pieces of read q are read: all are, one failed (the last chunk
+ * is the error), or the connection is broken. */
+static bool
+read_stops (const struct blk_conn *c, const struct blk_req *q)
+{
+  return q->submitted == q->r.length || q->piece_err || c->state == CONN_DEAD;
+}
+
+/* Piece io of read q is done (pieces_out counts it no more): send its
+ * data, as the last chunk if it is the last piece. */
+static void
+read_piece_out (struct blk_conn *c, struct blk_req *q, const struct vol_io *io)
+{
+  uint32_t off = (uint32_t) (io->offset - q->r.offset);
+  if (q->pieces_out == 0 && read_stops (c, q)) {
+    if (q->piece_err) {
+      reply (c, q, q->piece_err, 0, NULL);
+      return;
+    }
+    q->hdrlen = (uint32_t) nbd_encode_read_chunk (q->hdr, q->r.cookie, io->offset,
+                                                  (uint32_t) io->length, true);
+    q->dataoff = off;
+    q->datalen = (uint32_t) io->length;
+    enqueue (c, &q->out);
+    return;
+  }
+  if (io->result < 0)
+    return;                       /* the last chunk is the error */
+  struct blk_chunk *ch = &q->chunks[off / q->piece_len];
+  nbd_encode_read_chunk (ch->hdr, q->r.cookie, io->offset, (uint32_t) io->length, false);
+  ch->off = off;
+  ch->len = (uint32_t) io->length;
+  ch->s.req = q;
+  q->chunks_out++;
+  enqueue (c, &ch->s);
+}
+
+static void start_pieces (struct blk_conn *c, struct blk_req *q);
+
 static void
 piece_done (struct vol_io *io)
 {
   struct blk_req *q = io->opaque;
   struct blk_conn *c = q->conn;
   piece_result (q, io->result);
-  if (--q->pieces_out == 0) {
+  q->pieces_out--;
+  if (q->r.type == NBD_CMD_READ) {
+    read_piece_out (c, q, io);
+    start_pieces (c, q);
+  }
+  else if (q->pieces_out == 0) {
     if (q->orphaned)
       conn_release (c, q);
     else if (q->submitted == q->r.length)
@@ -633,14 +728,17 @@ piece_done (struct vol_io *io)
   maybe_free (c);
 }
 
-static void
-start_piece (struct blk_conn *c, struct blk_req *q)
+/* Hand the next piece of q to the volume.  Returns true if it finished at
+ * once (pieces_out no longer counts it). */
+static bool
+start_piece (struct blk_conn *c, struct blk_req *q, struct vol_io **iop)
 {
   uint32_t left = q->r.length - q->submitted;
   unsigned k = q->submitted / q->piece_len;       /* this piece's number */
   struct vol_io *io = k ? &q->pieces[k - 1] : &q->io;
-  io->op = VOL_OP_WRITE;
-  io->flags = (q->r.flags & NBD_CMD_FLAG_FUA) ? VOL_F_FUA : 0;
+  bool read = q->r.type == NBD_CMD_READ;
+  io->op = read ? VOL_OP_READ : VOL_OP_WRITE;
+  io->flags = !read && (q->r.flags & NBD_CMD_FLAG_FUA) ? VOL_F_FUA : 0;
   io->vol = c->vol;
   io->ctx = &c->loop->vctx;
   io->offset = q->r.offset + q->submitted;
@@ -648,12 +746,27 @@ start_piece (struct blk_conn *c, struct blk_req *q)
   io->buf = (char *) q->buf + q->submitted;
   io->done = piece_done;
   io->opaque = q;
+  *iop = io;
   q->submitted += io->length;
   q->pieces_out++;
   if (vol_io_submit (io) == 1) {
     q->pieces_out--;
     piece_result (q, io->result);
+    return true;
   }
+  return false;
+}
+
+/* A read's pieces go to the volume one after another, each when the one
+ * before is done; those that finish at once (a hole, an error) are sent at
+ * once. */
+static void
+start_pieces (struct blk_conn *c, struct blk_req *q)
+{
+  struct vol_io *io;
+  while (!read_stops (c, q) && q->pieces_out < READ_PIECES_AT_ONCE)
+    if (start_piece (c, q, &io))
+      read_piece_out (c, q, io);
 }
 
 /* More of the payload of q, the write being received, is in q->buf: start
@@ -670,8 +783,9 @@ payload_arrived (struct blk_conn *c, struct blk_req *q)
       execute (c, q);
     return whole;
   }
+  struct vol_io *io;
   while (q->submitted < q->r.length && (whole || q->payload_got - q->submitted >= q->piece_len))
-    start_piece (c, q);
+    start_piece (c, q, &io);
   if (whole && q->pieces_out == 0)
     reply (c, q, q->piece_err, 0, NULL);
   return whole;
@@ -694,6 +808,9 @@ req_get (struct blk_conn *c, const struct nbd_request *r)
   q->pieces_out = 0;
   q->piece_err = 0;
   q->orphaned = false;
+  q->chunks_out = 0;
+  q->out_done = false;
+  q->out.req = q;
   q->next = NULL;
   if (need > q->bufcap) {
     blk_buf_put (c->loop, q->buf, q->bufcap);
@@ -835,15 +952,21 @@ process_one (struct blk_conn *c)
   }
   c->big_writes = r.type == NBD_CMD_WRITE && r.length >= DIRECT_MIN;
   c->depth16 = c->depth16 - (c->depth16 + 4) / 8 + 2 * c->inflight;
+  if (c->depth16 <= PIECE_MAX_DEPTH16 && (q->piece_len = piece_len_for (c, &r)) != 0) {
+    if (q->pieces == NULL && (q->pieces = calloc (MAX_PIECES - 1, sizeof *q->pieces)) == NULL)
+      q->piece_len = 0;             /* whole */
+    if (r.type == NBD_CMD_READ && q->chunks == NULL
+        && (q->chunks = calloc (MAX_PIECES, sizeof *q->chunks)) == NULL)
+      q->piece_len = 0;
+  }
   if (r.type == NBD_CMD_WRITE && r.length) {
-    q->piece_len = c->depth16 <= PIECE_MAX_DEPTH16 ? piece_len_for (&r) : 0;
-    if (q->piece_len && q->pieces == NULL
-        && (q->pieces = calloc (MAX_PIECES - 1, sizeof *q->pieces)) == NULL)
-      q->piece_len = 0;             /* written whole */
     c->payload_req = q;
     return true;                 /* the payload is taken on the next round */
   }
-  execute (c, q);
+  if (q->piece_len)
+    start_pieces (c, q);
+  else
+    execute (c, q);
   return true;
 }
 
@@ -1010,16 +1133,23 @@ blk_conn_flush (struct blk_conn *c)
     c->niov = 1;
   }
   else {
-    struct blk_req **tail = &c->sending;
+    struct blk_send **tail = &c->sending;
     while (c->sendq_head && c->niov + 3 <= IOV_BATCH) {
-      struct blk_req *q = c->sendq_head;
-      c->sendq_head = q->next;
-      q->next = NULL;
-      *tail = q;
-      tail = &q->next;
+      struct blk_send *s = c->sendq_head;
+      struct blk_req *q = s->req;
+      c->sendq_head = s->next;
+      s->next = NULL;
+      *tail = s;
+      tail = &s->next;
+      if (s != &q->out) {
+        struct blk_chunk *ch = (struct blk_chunk *) s;
+        c->iov[c->niov++] = (struct iovec) { ch->hdr, sizeof ch->hdr };
+        c->iov[c->niov++] = (struct iovec) { (char *) q->buf + ch->off, ch->len };
+        continue;
+      }
       c->iov[c->niov++] = (struct iovec) { q->hdr, q->hdrlen };
       if (q->datalen)
-        c->iov[c->niov++] = (struct iovec) { q->buf, q->datalen };
+        c->iov[c->niov++] = (struct iovec) { (char *) q->buf + q->dataoff, q->datalen };
       if (q->extralen)
         c->iov[c->niov++] = (struct iovec) { q->extra, q->extralen };
     }
@@ -1053,9 +1183,9 @@ blk_conn_send_done (struct blk_conn *c, int res)
     c->hsout_sending = 0;
   }
   while (c->sending) {
-    struct blk_req *q = c->sending;
-    c->sending = q->next;
-    conn_release (c, q);
+    struct blk_send *s = c->sending;
+    c->sending = s->next;
+    send_finished (c, s);
   }
   if (c->state == CONN_DEAD) {
     drop_sendq (c);

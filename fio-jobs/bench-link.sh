@@ -13,7 +13,8 @@
 #   LINK_RATE=R      tbf rate each way, e.g. 10gbit, 25gbit; "none" for the
 #                    bare veth pair (default 10gbit)
 #   LINK_JOBS="..."  fio job options, one job per ';' (default: 1M and 4M
-#                    writes at QD1, 1M writes at QD4, 4k random writes at QD1)
+#                    writes and reads at QD1, 1M writes at QD4, 4k random
+#                    writes at QD1)
 #   BENCH_RUNTIME=S  seconds measured per run (default 6, after a 1 s ramp)
 #   BENCH_ROUNDS=N   rounds (default 3)
 #   BUILD=DIR        blockd's build (default build); BUILD_B=DIR a second one
@@ -31,7 +32,7 @@ case $BUILD_B in /*|'') ;; *) BUILD_B=$ROOT/$BUILD_B ;; esac
 RATE=${LINK_RATE:-10gbit}
 RUNTIME=${BENCH_RUNTIME:-6}
 ROUNDS=${BENCH_ROUNDS:-3}
-JOBS_DEFAULT="--rw=write --bs=1m --iodepth=1;--rw=write --bs=4m --iodepth=1;--rw=write --bs=1m --iodepth=4;--rw=randwrite --bs=4k --iodepth=1"
+JOBS_DEFAULT="--rw=write --bs=1m --iodepth=1;--rw=write --bs=4m --iodepth=1;--rw=write --bs=1m --iodepth=4;--rw=read --bs=1m --iodepth=1;--rw=read --bs=4m --iodepth=1;--rw=randwrite --bs=4k --iodepth=1"
 LINK_JOBS=${LINK_JOBS:-$JOBS_DEFAULT}
 
 NS=blockd-bench-$$

@@ -297,6 +297,62 @@ with section("large writes, which blockd writes in pieces as their payload arriv
     assert hs.pread(32 * MiB, 16 * MiB) == big, "32 MiB after the 2 MiB write"
     hs.shutdown()
 
+def chunks_of(hh, n, off, flags=0):
+    """pread_structured: the data, and the (offset, length) of each chunk."""
+    got = []
+    data = hh.pread_structured(n, off, lambda sub, o, status, err: got.append((o, len(sub))) or 0,
+                               flags)
+    return data, got
+
+
+def covers(chunks, off, n):
+    """The chunks cover [off, off + n) exactly, without overlap."""
+    pos = off
+    for o, ln in sorted(chunks):
+        assert o == pos, "chunk at %d, want %d: gap or overlap in %r" % (o, pos, chunks)
+        pos += ln
+    assert pos == off + n, "chunks end at %d, want %d" % (pos, off + n)
+
+
+with section("large reads, which blockd sends in pieces as they are read"):
+    # aligned reads of 512 KiB and more come back as one OFFSET_DATA chunk
+    # per piece, each sent once read, the next piece read meanwhile; the
+    # volume holds written chunks and holes here (one 4 MiB read spans both)
+    write(7 * MiB, pattern(490, 4096))                 # a chunk with a little data
+    h.trim(MiB, 2 * MiB)                               # and a hole
+    model[2 * MiB:3 * MiB] = bytes(MiB)
+    for off, n, pieces in ((0, MiB, 4), (0, 4 * MiB, 8), (4 * MiB, 4 * MiB, 8),
+                           (4096 * 3, 768 * 1024, 3), (4096 * 5, 1300 * 1024, 6)):
+        data, got = chunks_of(h, n, off)
+        assert data == model[off:off + n], "read of %d at %d differs from the model" % (n, off)
+        covers(got, off, n)
+        assert len(got) == pieces, "read of %d at %d: %d chunks, want %d" % (n, off, len(got), pieces)
+    # what is not cut: an unaligned read, one under 512 KiB, one with DF
+    for off, n, flags in ((1, MiB, 0), (0, 256 * 1024, 0), (0, 4 * MiB, nbd.CMD_FLAG_DF)):
+        data, got = chunks_of(h, n, off, flags)
+        assert data == model[off:off + n], "read of %d at %d differs from the model" % (n, off)
+        assert got == [(off, n)], "read of %d at %d (flags %d): chunks %r, want one" % (n, off, flags, got)
+    check(0, 8 * MiB, "8 MiB read in 8 pieces")
+    # reads in flight together (past the rule that cuts them only at low
+    # depth)
+    for n in (2, 8):
+        bufs = [bytearray(MiB) for _ in range(n)]
+        cookies = [h.aio_pread(bufs[i], (i % 8) * MiB) for i in range(n)]
+        while h.aio_in_flight():
+            h.poll(-1)
+        assert all(h.aio_command_completed(c) for c in cookies), "a read in flight failed"
+        for i in range(n):
+            assert bytes(bufs[i]) == model[(i % 8) * MiB:(i % 8 + 1) * MiB], "read %d of %d" % (i, n)
+    hs = connect(SCRATCH)
+    big = pattern(491, 32 * MiB)                       # the largest read: 8 pieces of 4 MiB
+    hs.pwrite(big, 16 * MiB)
+    data, got = chunks_of(hs, 32 * MiB, 16 * MiB)
+    assert data == big, "32 MiB read differs"
+    covers(got, 16 * MiB, 32 * MiB)
+    assert len(got) == 8, "32 MiB read in %d chunks, want 8" % len(got)
+    hs.shutdown()
+
+
 with section("trim whole chunks and partial ranges, then read zeros (blockd's trim zeroes)"):
     for c in range(SIZE // CHUNK):               # every chunk has data now
         write(c * CHUNK + 4096, pattern(500 + c, 8192))
@@ -508,21 +564,26 @@ with section("oversize requests on a separate connection (read > 32 MiB max)"):
     daemon_serves("oversize read")
 
 # ---- raw protocol client -----------------------------------------------------------------------
-NBD_OPT_GO = 7
+NBD_OPT_GO, NBD_OPT_STRUCTURED_REPLY = 7, 8
 NBD_REP_ACK, NBD_REP_INFO = 1, 3
 NBD_CMD_READ, NBD_CMD_WRITE, NBD_CMD_DISC, NBD_CMD_FLUSH = 0, 1, 2, 3
 REQ_MAGIC, SIMPLE_MAGIC = 0x25609513, 0x67446698
 
 
 class Raw:
-    """A minimal fixed-newstyle NBD client: NBD_OPT_GO, then simple replies."""
+    """A minimal fixed-newstyle NBD client: NBD_OPT_GO, then simple replies
+    (or, with structured, NBD_OPT_STRUCTURED_REPLY first)."""
 
-    def __init__(self, name):
+    def __init__(self, name, structured=False):
         self.s = socket.create_connection((HOST, PORT), timeout=10)
         magic, opt, hflags = struct.unpack(">8s8sH", self.recv(18))
         assert magic == b"NBDMAGIC" and opt == b"IHAVEOPT", (magic, opt)
         assert hflags & 1, "server is not fixed newstyle"
         self.s.sendall(struct.pack(">I", 1 | (hflags & 2)))   # FIXED_NEWSTYLE [+ NO_ZEROES]
+        if structured:
+            self.s.sendall(b"IHAVEOPT" + struct.pack(">II", NBD_OPT_STRUCTURED_REPLY, 0))
+            rmagic, ropt, rtype, rlen = struct.unpack(">QIII", self.recv(20))
+            assert (ropt, rtype, rlen) == (NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, 0), (ropt, rtype)
         nm = name.encode()
         data = struct.pack(">I", len(nm)) + nm + struct.pack(">H", 0)
         self.s.sendall(b"IHAVEOPT" + struct.pack(">II", NBD_OPT_GO, len(data)) + data)
@@ -699,6 +760,20 @@ with section("raw: a large write cut off after some of its pieces were written (
             r.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         r.close()
     daemon_serves("large writes cut off")
+
+with section("raw: large reads in pieces, cut off in the middle of their replies (FIN, and RST)"):
+    # blockd is sending a read's chunks while it reads its next pieces; a
+    # client that goes away leaves pieces on the disk and chunks in a send
+    for rst, pause in ((False, 0.2), (True, 0.2)) + ((False, 0), (True, 0)) * 10:
+        r = Raw(SCRATCH, structured=True)
+        r.s.sendall(b"".join(struct.pack(">IHHQQI", REQ_MAGIC, 0, NBD_CMD_READ, i + 1, i * 4 * MiB,
+                                         4 * MiB) for i in range(4)))
+        r.recv(MiB + 12345)
+        time.sleep(pause)
+        if rst:
+            r.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        r.close()
+    daemon_serves("large reads cut off")
 
 with section("raw: 200 writes in flight, replies never read, then RST"):
     r = Raw(SCRATCH)

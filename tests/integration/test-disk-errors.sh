@@ -11,14 +11,14 @@ fault () {
     curl -sf -X POST -d "{\"volume\": \"$1\", \"op\": \"$2\", \"error\": \"$3\", \"count\": $4}" \
         "$BLOCKD_API/v1/debug/faults" || fail "cannot set a fault"
 }
-# write_fails VOLUME ERRNO WRITE [AFTER]: on one connection, the python
-# statement WRITE must fail with ERRNO (a name: EIO), then AFTER runs
-write_fails () {
+# fails VOLUME ERRNO REQUEST [AFTER]: on one connection, the python
+# statement REQUEST must fail with ERRNO (a name: EIO), then AFTER runs
+fails () {
     nbdsh -u "$(uri "$1")" -c "
 import errno
 try:
     $3
-    raise SystemExit('the write did not fail')
+    raise SystemExit('the request did not fail')
 except nbd.Error as e:
     assert e.errnum == errno.$2, e
 $4" || fail "$1: $3 did not fail with $2, or what follows it failed"
@@ -26,15 +26,15 @@ $4" || fail "$1: $3 did not fail with $2, or what follows it failed"
 nbdsh -u "$(uri e1)" -c 'h.pwrite(b"a" * 65536, 0); h.flush()'
 
 fault e1 write EIO 1
-write_fails e1 EIO 'h.pwrite(b"b" * 4096, 4096)' '
+fails e1 EIO 'h.pwrite(b"b" * 4096, 4096)' '
 h.pwrite(b"c" * 4096, 8192)          # the next one works
 assert h.pread(4096, 8192) == b"c" * 4096'
 fault e1 write ENOSPC 1
-write_fails e1 ENOSPC 'h.pwrite(b"d" * 4096, 12288, nbd.CMD_FLAG_FUA)'
+fails e1 ENOSPC 'h.pwrite(b"d" * 4096, 12288, nbd.CMD_FLAG_FUA)'
 # a large write goes to the pool in pieces as it arrives: one failed piece
 # fails the write, and only once all of its pieces are done
 fault e1 write EIO 1
-write_fails e1 EIO 'h.pwrite(b"p" * 1048576, 1048576)' '
+fails e1 EIO 'h.pwrite(b"p" * 1048576, 1048576)' '
 h.pwrite(b"q" * 1048576, 1048576)    # written again, whole
 assert h.pread(1048576, 1048576) == b"q" * 1048576'
 fault e1 read EIO 50
@@ -50,6 +50,12 @@ for i in range(50):
 assert fails == 50, fails
 assert h.pread(4096, 0) == b"a" * 4096   # the 51st read works
 '
+# a large read is read and sent in pieces: one failed piece fails the read
+# (pieces read before or after it may have been sent), and the next works
+nbdsh -u "$(uri e1)" -c 'h.pwrite(b"r" * 4194304, 4194304)'
+fault e1 read EIO 1
+fails e1 EIO 'h.pread(4194304, 4194304)' '
+assert h.pread(4194304, 4194304) == b"r" * 4194304'
 # a fault on one volume leaves the other alone
 fault e1 write EIO 100
 nbdsh -u "$(uri e2)" -c 'h.pwrite(b"e" * 4096, 0); assert h.pread(4096, 0) == b"e" * 4096'
