@@ -678,25 +678,26 @@ read_stops (const struct blk_conn *c, const struct blk_req *q)
 }
 
 /* Piece io of read q is done (pieces_out counts it no more): send its
- * data, as the last chunk if it is the last piece. */
-static void
+ * data, as the last chunk if it is the last piece.  Returns true when
+ * that was the last (q may be gone). */
+static bool
 read_piece_out (struct blk_conn *c, struct blk_req *q, const struct vol_io *io)
 {
   uint32_t off = (uint32_t) (io->offset - q->r.offset);
   if (q->pieces_out == 0 && read_stops (c, q)) {
     if (q->piece_err) {
       reply (c, q, q->piece_err, 0, NULL);
-      return;
+      return true;
     }
     q->hdrlen = (uint32_t) nbd_encode_read_chunk (q->hdr, q->r.cookie, io->offset,
                                                   (uint32_t) io->length, true);
     q->dataoff = off;
     q->datalen = (uint32_t) io->length;
     enqueue (c, &q->out);
-    return;
+    return true;
   }
   if (io->result < 0)
-    return;                       /* the last chunk is the error */
+    return false;                 /* the last chunk is the error */
   struct blk_chunk *ch = &q->chunks[off / q->piece_len];
   nbd_encode_read_chunk (ch->hdr, q->r.cookie, io->offset, (uint32_t) io->length, false);
   ch->off = off;
@@ -704,6 +705,7 @@ read_piece_out (struct blk_conn *c, struct blk_req *q, const struct vol_io *io)
   ch->s.req = q;
   q->chunks_out++;
   enqueue (c, &ch->s);
+  return false;
 }
 
 static void start_pieces (struct blk_conn *c, struct blk_req *q);
@@ -716,8 +718,8 @@ piece_done (struct vol_io *io)
   piece_result (q, io->result);
   q->pieces_out--;
   if (q->r.type == NBD_CMD_READ) {
-    read_piece_out (c, q, io);
-    start_pieces (c, q);
+    if (!read_piece_out (c, q, io))
+      start_pieces (c, q);
   }
   else if (q->pieces_out == 0) {
     if (q->orphaned)
@@ -765,8 +767,8 @@ start_pieces (struct blk_conn *c, struct blk_req *q)
 {
   struct vol_io *io;
   while (!read_stops (c, q) && q->pieces_out < READ_PIECES_AT_ONCE)
-    if (start_piece (c, q, &io))
-      read_piece_out (c, q, io);
+    if (start_piece (c, q, &io) && read_piece_out (c, q, io))
+      return;
 }
 
 /* More of the payload of q, the write being received, is in q->buf: start
@@ -1097,6 +1099,21 @@ blk_conn_recv_done (struct blk_conn *c, int res)
 }
 
 /* ---- sending ----------------------------------------------------------------- */
+/* The sendmsg of what flush took is over: sent, or never will be. */
+static void
+sending_over (struct blk_conn *c)
+{
+  if (c->hsout_sending) {
+    nbd_buf_consume (&c->hsout, c->hsout_sending);
+    c->hsout_sending = 0;
+  }
+  while (c->sending) {
+    struct blk_send *s = c->sending;
+    c->sending = s->next;
+    send_finished (c, s);
+  }
+}
+
 static void
 submit_send (struct blk_conn *c)
 {
@@ -1107,6 +1124,7 @@ submit_send (struct blk_conn *c)
   }
   if (sqe == NULL) {
     conn_fail (c, "no io_uring submission slot");
+    sending_over (c);
     return;
   }
   memset (&c->msg, 0, sizeof c->msg);
@@ -1175,18 +1193,11 @@ blk_conn_send_done (struct blk_conn *c, int res)
       c->iov[c->iov_first].iov_base = (char *) c->iov[c->iov_first].iov_base + left;
       c->iov[c->iov_first].iov_len -= left;
       submit_send (c);
+      maybe_free (c);
       return;
     }
   }
-  if (c->hsout_sending) {
-    nbd_buf_consume (&c->hsout, c->hsout_sending);
-    c->hsout_sending = 0;
-  }
-  while (c->sending) {
-    struct blk_send *s = c->sending;
-    c->sending = s->next;
-    send_finished (c, s);
-  }
+  sending_over (c);
   if (c->state == CONN_DEAD) {
     drop_sendq (c);
     maybe_free (c);

@@ -317,32 +317,35 @@ def covers(chunks, off, n):
 with section("large reads, which blockd sends in pieces as they are read"):
     # aligned reads of 512 KiB and more come back as one OFFSET_DATA chunk
     # per piece, each sent once read, the next piece read meanwhile; the
-    # volume holds written chunks and holes here (one 4 MiB read spans both)
+    # volume holds written chunks and holes here (one 4 MiB read spans both,
+    # the last piece of a 3 MiB one is a hole).  A fresh connection: pieces
+    # are only for a client that keeps about one request in flight.
     write(7 * MiB, pattern(490, 4096))                 # a chunk with a little data
     h.trim(MiB, 2 * MiB)                               # and a hole
     model[2 * MiB:3 * MiB] = bytes(MiB)
-    for off, n, pieces in ((0, MiB, 4), (0, 4 * MiB, 8), (4 * MiB, 4 * MiB, 8),
-                           (4096 * 3, 768 * 1024, 3), (4096 * 5, 1300 * 1024, 6)):
-        data, got = chunks_of(h, n, off)
+    hr = connect()
+    for off, n, pieces in ((0, MiB, 4), (0, 4 * MiB, 8), (4 * MiB, 4 * MiB, 8), (0, 3 * MiB, 8),
+                           (4096 * 3, 768 * 1024, 3), (4096 * 5, 1300 * 1024, 6), (0, 8 * MiB, 8)):
+        data, got = chunks_of(hr, n, off)
         assert data == model[off:off + n], "read of %d at %d differs from the model" % (n, off)
         covers(got, off, n)
         assert len(got) == pieces, "read of %d at %d: %d chunks, want %d" % (n, off, len(got), pieces)
     # what is not cut: an unaligned read, one under 512 KiB, one with DF
     for off, n, flags in ((1, MiB, 0), (0, 256 * 1024, 0), (0, 4 * MiB, nbd.CMD_FLAG_DF)):
-        data, got = chunks_of(h, n, off, flags)
+        data, got = chunks_of(hr, n, off, flags)
         assert data == model[off:off + n], "read of %d at %d differs from the model" % (n, off)
         assert got == [(off, n)], "read of %d at %d (flags %d): chunks %r, want one" % (n, off, flags, got)
-    check(0, 8 * MiB, "8 MiB read in 8 pieces")
     # reads in flight together (past the rule that cuts them only at low
     # depth)
     for n in (2, 8):
         bufs = [bytearray(MiB) for _ in range(n)]
-        cookies = [h.aio_pread(bufs[i], (i % 8) * MiB) for i in range(n)]
-        while h.aio_in_flight():
-            h.poll(-1)
-        assert all(h.aio_command_completed(c) for c in cookies), "a read in flight failed"
+        cookies = [hr.aio_pread(bufs[i], (i % 8) * MiB) for i in range(n)]
+        while hr.aio_in_flight():
+            hr.poll(-1)
+        assert all(hr.aio_command_completed(c) for c in cookies), "a read in flight failed"
         for i in range(n):
             assert bytes(bufs[i]) == model[(i % 8) * MiB:(i % 8 + 1) * MiB], "read %d of %d" % (i, n)
+    hr.shutdown()
     hs = connect(SCRATCH)
     big = pattern(491, 32 * MiB)                       # the largest read: 8 pieces of 4 MiB
     hs.pwrite(big, 16 * MiB)
@@ -350,6 +353,7 @@ with section("large reads, which blockd sends in pieces as they are read"):
     assert data == big, "32 MiB read differs"
     covers(got, 16 * MiB, 32 * MiB)
     assert len(got) == 8, "32 MiB read in %d chunks, want 8" % len(got)
+    hs.pwrite(pattern(492, 16 * MiB), 0)               # data for the raw reads below
     hs.shutdown()
 
 
@@ -567,7 +571,7 @@ with section("oversize requests on a separate connection (read > 32 MiB max)"):
 NBD_OPT_GO, NBD_OPT_STRUCTURED_REPLY = 7, 8
 NBD_REP_ACK, NBD_REP_INFO = 1, 3
 NBD_CMD_READ, NBD_CMD_WRITE, NBD_CMD_DISC, NBD_CMD_FLUSH = 0, 1, 2, 3
-REQ_MAGIC, SIMPLE_MAGIC = 0x25609513, 0x67446698
+REQ_MAGIC, SIMPLE_MAGIC, STRUCTURED_MAGIC = 0x25609513, 0x67446698, 0x668e33ef
 
 
 class Raw:
@@ -761,18 +765,49 @@ with section("raw: a large write cut off after some of its pieces were written (
         r.close()
     daemon_serves("large writes cut off")
 
-with section("raw: large reads in pieces, cut off in the middle of their replies (FIN, and RST)"):
+def structured_replies(r):
+    """Read structured reply chunks until the server closes: {cookie: [DONE
+    chunks seen, data bytes]}."""
+    seen = {}
+    while True:
+        try:
+            hdr = r.recv(20)
+        except EOFError:
+            return seen
+        magic, flags, typ, cookie, length = struct.unpack(">IHHQI", hdr)
+        assert magic == STRUCTURED_MAGIC, "reply magic %x" % magic
+        r.recv(length)
+        assert typ == 1, "chunk type %d, want OFFSET_DATA" % typ
+        d = seen.setdefault(cookie, [0, 0])
+        d[0] += flags & 1
+        d[1] += length - 8
+
+
+with section("raw: large reads in pieces, cut off in the middle of their replies (RST), or drained"):
     # blockd is sending a read's chunks while it reads its next pieces; a
-    # client that goes away leaves pieces on the disk and chunks in a send
-    for rst, pause in ((False, 0.2), (True, 0.2)) + ((False, 0), (True, 0)) * 10:
+    # client that goes away leaves pieces on the disk and chunks in a send.
+    # A close with replies unread is a reset; with a pause or without.
+    reads = b"".join(struct.pack(">IHHQQI", REQ_MAGIC, 0, NBD_CMD_READ, i + 1, i * 4 * MiB, 4 * MiB)
+                     for i in range(4))
+    for pause in (0.2,) + (0,) * 10:
         r = Raw(SCRATCH, structured=True)
-        r.s.sendall(b"".join(struct.pack(">IHHQQI", REQ_MAGIC, 0, NBD_CMD_READ, i + 1, i * 4 * MiB,
-                                         4 * MiB) for i in range(4)))
+        r.s.sendall(reads)
         r.recv(MiB + 12345)
         time.sleep(pause)
-        if rst:
-            r.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         r.close()
+    # The client shuts its side after the requests: blockd answers all four
+    # (each in 8 chunks, one with DONE), then closes.
+    for _ in range(3):
+        r = Raw(SCRATCH, structured=True)
+        r.s.sendall(reads)
+        r.s.shutdown(socket.SHUT_WR)
+        seen = structured_replies(r)
+        assert seen == {i + 1: [1, 4 * MiB] for i in range(4)}, seen
+        r.close()
+    # a client without structured replies gets a large read whole
+    r = Raw(EDGE)
+    assert r.read_ok(0, 4 * MiB) == model[:4 * MiB], "4 MiB read with a simple reply differs"
+    r.close()
     daemon_serves("large reads cut off")
 
 with section("raw: 200 writes in flight, replies never read, then RST"):
