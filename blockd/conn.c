@@ -730,10 +730,10 @@ piece_done (struct vol_io *io)
   maybe_free (c);
 }
 
-/* Hand the next piece of q to the volume.  Returns true if it finished at
- * once (pieces_out no longer counts it). */
-static bool
-start_piece (struct blk_conn *c, struct blk_req *q, struct vol_io **iop)
+/* Hand the next piece of q to the volume.  Returns the piece if it
+ * finished at once (pieces_out no longer counts it), else NULL. */
+static struct vol_io *
+start_piece (struct blk_conn *c, struct blk_req *q)
 {
   uint32_t left = q->r.length - q->submitted;
   unsigned k = q->submitted / q->piece_len;       /* this piece's number */
@@ -748,15 +748,14 @@ start_piece (struct blk_conn *c, struct blk_req *q, struct vol_io **iop)
   io->buf = (char *) q->buf + q->submitted;
   io->done = piece_done;
   io->opaque = q;
-  *iop = io;
   q->submitted += io->length;
   q->pieces_out++;
   if (vol_io_submit (io) == 1) {
     q->pieces_out--;
     piece_result (q, io->result);
-    return true;
+    return io;
   }
-  return false;
+  return NULL;
 }
 
 /* A read's pieces go to the volume one after another, each when the one
@@ -765,10 +764,11 @@ start_piece (struct blk_conn *c, struct blk_req *q, struct vol_io **iop)
 static void
 start_pieces (struct blk_conn *c, struct blk_req *q)
 {
-  struct vol_io *io;
-  while (!read_stops (c, q) && q->pieces_out < READ_PIECES_AT_ONCE)
-    if (start_piece (c, q, &io) && read_piece_out (c, q, io))
+  while (!read_stops (c, q) && q->pieces_out < READ_PIECES_AT_ONCE) {
+    struct vol_io *io = start_piece (c, q);
+    if (io && read_piece_out (c, q, io))
       return;
+  }
 }
 
 /* More of the payload of q, the write being received, is in q->buf: start
@@ -785,9 +785,8 @@ payload_arrived (struct blk_conn *c, struct blk_req *q)
       execute (c, q);
     return whole;
   }
-  struct vol_io *io;
   while (q->submitted < q->r.length && (whole || q->payload_got - q->submitted >= q->piece_len))
-    start_piece (c, q, &io);
+    start_piece (c, q);
   if (whole && q->pieces_out == 0)
     reply (c, q, q->piece_err, 0, NULL);
   return whole;
