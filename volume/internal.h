@@ -216,6 +216,9 @@ void holders_free (struct holders *h);
  * be NULL); frees their pool chunks once it is written.  Caller holds
  * st->lock and has already changed the in-memory state. */
 int store_gc (struct vol_store *st, rocksdb_writebatch_t *wb, char *err, size_t errlen);
+/* What store_gc would do, to memory only (for --check): returns how many
+ * pool chunks it would free, or -errno.  Takes st->lock. */
+long store_gc_in_memory (struct vol_store *st);
 /* store_gc if a write asked for it (gc_needed).  Takes st->lock. */
 void store_gc_if_needed (struct vol_store *st);
 

@@ -490,6 +490,22 @@ store_gc_if_needed (struct vol_store *st)
   pthread_mutex_unlock (&st->lock);
 }
 
+/* All rounds: a lineage that goes can leave its base's entries unseen.
+ * Returns how many things were dropped, or -errno. */
+static long
+gc_collect (struct vol_store *st, rocksdb_writebatch_t *wb, struct freed *fr, char *err, size_t errlen)
+{
+  long n, total = 0;
+  for (int round = 0; round < 1000; round++) {
+    if ((n = gc_round (st, wb, fr, err, errlen)) < 0)
+      return n;
+    if (n == 0)
+      break;
+    total += n;
+  }
+  return total;
+}
+
 int
 store_gc (struct vol_store *st, rocksdb_writebatch_t *wb, char *err, size_t errlen)
 {
@@ -497,11 +513,7 @@ store_gc (struct vol_store *st, rocksdb_writebatch_t *wb, char *err, size_t errl
   if (wb == NULL)
     wb = own = rocksdb_writebatch_create ();
   struct freed fr = { 0 };
-  long n = 0;
-  /* a lineage that goes can leave its base's entries unseen: go round */
-  for (int round = 0; round < 1000; round++)
-    if ((n = gc_round (st, wb, &fr, err, errlen)) <= 0)
-      break;
+  long n = gc_collect (st, wb, &fr, err, errlen);
   int r = n < 0 ? (int) n : 0;
   if (r == 0 && rocksdb_writebatch_count (wb))
     r = meta_write (st, wb, err, errlen);
@@ -515,4 +527,18 @@ store_gc (struct vol_store *st, rocksdb_writebatch_t *wb, char *err, size_t errl
   if (own)
     rocksdb_writebatch_destroy (own);
   return r;
+}
+
+long
+store_gc_in_memory (struct vol_store *st)
+{
+  rocksdb_writebatch_t *wb = rocksdb_writebatch_create ();
+  struct freed fr = { 0 };
+  char err[300];
+  pthread_mutex_lock (&st->lock);
+  long n = gc_collect (st, wb, &fr, err, sizeof err);
+  pthread_mutex_unlock (&st->lock);
+  rocksdb_writebatch_destroy (wb);
+  free (fr.v);
+  return n < 0 ? n : (long) fr.n;
 }
