@@ -52,6 +52,9 @@ static const struct setting settings[] = {
     "(lower latency at queue depth 1; 0: always sleep; an idle loop sleeps)" },
   { "handshake-timeout", T_INT, S (handshake_timeout), 1, 3600, "30",
     "seconds a client may take to finish the NBD handshake" },
+  { "hole-replies", T_INT, S (hole_replies), 0, 1, "1",
+    "1: a read of never-written space is answered with an NBD hole chunk, not its zeros "
+    "(clients with structured replies); 0: the zeros are sent" },
   { "log-level", T_STRING, S (log_level), 0, 0, "info", "error, warn, info or debug" },
   { "fault-injection", T_INT, S (fault_injection), 0, 1, "0",
     "1 enables POST /v1/debug/faults, which makes pool I/O fail (for tests only)" },

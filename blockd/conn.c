@@ -52,8 +52,9 @@ struct blk_send {
 
 struct blk_chunk {
   struct blk_send s;
-  uint8_t hdr[NBD_READ_CHUNK_HDR_LEN];
-  uint32_t off, len;            /* the piece's bytes in the request buffer */
+  uint8_t hdr[NBD_HOLE_CHUNK_LEN];  /* OFFSET_DATA's header, or OFFSET_HOLE */
+  uint32_t hdrlen;
+  uint32_t off, len;            /* the piece's bytes in the request buffer (none: a hole) */
 };
 
 struct blk_req {
@@ -531,12 +532,17 @@ reply (struct blk_conn *c, struct blk_req *q, int res, uint32_t nbd_err, const c
     if (c->sess.structured && q->r.length == 0)
       q->hdrlen = (uint32_t) nbd_encode_chunk_header (q->hdr, NBD_REPLY_FLAG_DONE,
                                                       NBD_REPLY_TYPE_NONE, q->r.cookie, 0);
-    else if (c->sess.structured)
-      q->hdrlen = (uint32_t) nbd_encode_read_chunk (q->hdr, q->r.cookie, q->r.offset,
+    else if (c->sess.structured && q->io.hole)  /* never written: no zeros on the wire */
+      q->hdrlen = (uint32_t) nbd_encode_hole_chunk (q->hdr, q->r.cookie, q->r.offset,
                                                     q->r.length, true);
-    else
-      q->hdrlen = (uint32_t) nbd_encode_simple_reply (q->hdr, q->r.cookie, 0);
-    q->datalen = q->r.length;
+    else {
+      if (c->sess.structured)
+        q->hdrlen = (uint32_t) nbd_encode_read_chunk (q->hdr, q->r.cookie, q->r.offset,
+                                                      q->r.length, true);
+      else
+        q->hdrlen = (uint32_t) nbd_encode_simple_reply (q->hdr, q->r.cookie, 0);
+      q->datalen = q->r.length;
+    }
   }
   else if (q->r.type != NBD_CMD_BLOCK_STATUS)
     q->hdrlen = (uint32_t) nbd_encode_simple_reply (q->hdr, q->r.cookie, 0);
@@ -588,6 +594,15 @@ block_status (struct blk_conn *c, struct blk_req *q)
   reply (c, q, 0, 0, NULL);
 }
 
+/* May a read of never-written space be answered with an OFFSET_HOLE chunk
+ * (12 bytes) rather than its zeros?  A client with structured replies must
+ * take one, with NBD_CMD_FLAG_DF too when it covers the whole read. */
+static bool
+hole_replies (const struct blk_conn *c)
+{
+  return c->sess.structured && blk_cfg.hole_replies;
+}
+
 static void
 execute (struct blk_conn *c, struct blk_req *q)
 {
@@ -612,6 +627,8 @@ execute (struct blk_conn *c, struct blk_req *q)
   }
   if (q->r.flags & NBD_CMD_FLAG_FUA)
     io->flags |= VOL_F_FUA;
+  if (io->op == VOL_OP_READ && hole_replies (c))
+    io->flags |= VOL_F_HOLE_OK;
   io->vol = c->vol;
   io->ctx = &c->loop->vctx;
   io->offset = q->r.offset;
@@ -629,8 +646,8 @@ execute (struct blk_conn *c, struct blk_req *q)
  * of the payload while the rest is still on the wire, and the reply waits
  * for the last piece's disk time rather than the whole write's.  A large
  * read is the same the other way round: its pieces are read one after
- * another, and each is sent as an OFFSET_DATA chunk (structured replies)
- * while the next is read, so the wire does not wait for the whole read.
+ * another, and each is sent as an OFFSET_DATA chunk (structured replies;
+ * OFFSET_HOLE if it was never written) while the next is read, so the wire does not wait for the whole read.
  * One at a time, because pieces read together finish together: eight reads
  * of 512 KiB issued at once all completed within ~0.25 ms of each other,
  * leaving nothing to send before the end (and no gain: 0.99x).
@@ -689,19 +706,33 @@ read_piece_out (struct blk_conn *c, struct blk_req *q, const struct vol_io *io)
       reply (c, q, q->piece_err, 0, NULL);
       return true;
     }
-    q->hdrlen = (uint32_t) nbd_encode_read_chunk (q->hdr, q->r.cookie, io->offset,
-                                                  (uint32_t) io->length, true);
-    q->dataoff = off;
-    q->datalen = (uint32_t) io->length;
+    q->dataoff = q->datalen = 0;
+    if (io->hole)
+      q->hdrlen = (uint32_t) nbd_encode_hole_chunk (q->hdr, q->r.cookie, io->offset,
+                                                    (uint32_t) io->length, true);
+    else {
+      q->hdrlen = (uint32_t) nbd_encode_read_chunk (q->hdr, q->r.cookie, io->offset,
+                                                    (uint32_t) io->length, true);
+      q->dataoff = off;
+      q->datalen = (uint32_t) io->length;
+    }
     enqueue (c, &q->out);
     return true;
   }
   if (io->result < 0)
     return false;                 /* the last chunk is the error */
   struct blk_chunk *ch = &q->chunks[off / q->piece_len];
-  nbd_encode_read_chunk (ch->hdr, q->r.cookie, io->offset, (uint32_t) io->length, false);
   ch->off = off;
-  ch->len = (uint32_t) io->length;
+  if (io->hole) {
+    ch->hdrlen = (uint32_t) nbd_encode_hole_chunk (ch->hdr, q->r.cookie, io->offset,
+                                                   (uint32_t) io->length, false);
+    ch->len = 0;
+  }
+  else {
+    ch->hdrlen = (uint32_t) nbd_encode_read_chunk (ch->hdr, q->r.cookie, io->offset,
+                                                   (uint32_t) io->length, false);
+    ch->len = (uint32_t) io->length;
+  }
   ch->s.req = q;
   q->chunks_out++;
   enqueue (c, &ch->s);
@@ -740,7 +771,8 @@ start_piece (struct blk_conn *c, struct blk_req *q)
   struct vol_io *io = k ? &q->pieces[k - 1] : &q->io;
   bool read = q->r.type == NBD_CMD_READ;
   io->op = read ? VOL_OP_READ : VOL_OP_WRITE;
-  io->flags = !read && (q->r.flags & NBD_CMD_FLAG_FUA) ? VOL_F_FUA : 0;
+  io->flags = !read && (q->r.flags & NBD_CMD_FLAG_FUA) ? VOL_F_FUA
+              : read && hole_replies (c) ? VOL_F_HOLE_OK : 0;
   io->vol = c->vol;
   io->ctx = &c->loop->vctx;
   io->offset = q->r.offset + q->submitted;
@@ -811,6 +843,7 @@ req_get (struct blk_conn *c, const struct nbd_request *r)
   q->orphaned = false;
   q->chunks_out = 0;
   q->out_done = false;
+  q->io.hole = false;
   q->out.req = q;
   q->next = NULL;
   if (need > q->bufcap) {
@@ -1160,8 +1193,9 @@ blk_conn_flush (struct blk_conn *c)
       tail = &s->next;
       if (s != &q->out) {
         struct blk_chunk *ch = (struct blk_chunk *) s;
-        c->iov[c->niov++] = (struct iovec) { ch->hdr, sizeof ch->hdr };
-        c->iov[c->niov++] = (struct iovec) { (char *) q->buf + ch->off, ch->len };
+        c->iov[c->niov++] = (struct iovec) { ch->hdr, ch->hdrlen };
+        if (ch->len)
+          c->iov[c->niov++] = (struct iovec) { (char *) q->buf + ch->off, ch->len };
         continue;
       }
       c->iov[c->niov++] = (struct iovec) { q->hdr, q->hdrlen };

@@ -28,6 +28,7 @@ struct blk_config {
   int64_t handshake_timeout;  /* seconds */
   int64_t poll_us;            /* busy-poll this long after the last I/O before sleeping */
   int64_t fault_injection;    /* 1: POST /v1/debug/faults works (tests only) */
+  int64_t hole_replies;       /* 1: never-written ranges go back as OFFSET_HOLE chunks */
   char log_level[16];
 };
 extern struct blk_config blk_cfg;

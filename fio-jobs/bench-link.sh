@@ -18,6 +18,7 @@
 #   BENCH_RUNTIME=S  seconds measured per run (default 6, after a 1 s ramp)
 #   BENCH_ROUNDS=N   rounds (default 3)
 #   BUILD=DIR        blockd's build (default build); BUILD_B=DIR a second one
+#   LINK_UNWRITTEN=1 leave the volume as created: reads of never-written space
 #
 # Prints a line per run and a table of medians; writes nothing else.
 
@@ -119,8 +120,10 @@ msg "link: veth $DEV, rate $RATE each way; blockd in namespace $NS at $SERVER_IP
 start "$BUILD"
 BLOCKD_API=http://127.0.0.1:$API_PORT ip netns exec "$NS" "$BUILD/blockctl" volume create bench \
 	--size 1G >/dev/null
-fio --name=fill --ioengine=nbd --uri="$URI" --rw=write --bs=1m --iodepth=4 --size=1g \
-	>/dev/null 2>&1 || die "fill failed"
+if [ "${LINK_UNWRITTEN:-0}" != 1 ]; then
+	fio --name=fill --ioengine=nbd --uri="$URI" --rw=write --bs=1m --iodepth=4 --size=1g \
+		>/dev/null 2>&1 || die "fill failed"
+fi
 stop
 
 LABELS=A

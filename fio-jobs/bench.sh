@@ -161,7 +161,7 @@ start_blockd() {
 	desc="blockd, 1 GiB volume in a 4 GiB pool (default settings: $(nproc) threads, 1 MiB chunks)"
 	jobs=all
 	if [ "$6" = unwritten ]; then
-		desc="$desc, never written: reads come back as zeros from the volume's map, without disk I/O: blockd's network path alone (read jobs only)"
+		desc="$desc, never written: reads are answered from the volume's map without disk I/O, their zeros sent as data as nbdkit null sends them (--hole-replies 0): blockd's network path alone (read jobs only)"
 		jobs=reads
 	else
 		fill_nbd "$uri"
@@ -223,7 +223,13 @@ for t in $SETUP; do
 		start_blockd blockd-b "$BUILD_B" "$P_BLOCKD_B" "$P_API_B" "$BLOCKD_B_ARGS"
 		;;
 	blockd-unwritten)
-		start_blockd blockd-unwritten "$BUILD" "$P_UNW" "$P_API_UNW" "$BLOCKD_ARGS" unwritten
+		# zeros on the wire, as nbdkit null sends them (a build from
+		# before hole replies sends them anyway)
+		unw_args=$BLOCKD_ARGS
+		if "$BUILD/blockd" --help 2>&1 | grep -q -- --hole-replies; then
+			unw_args="$unw_args --hole-replies 0"
+		fi
+		start_blockd blockd-unwritten "$BUILD" "$P_UNW" "$P_API_UNW" "$unw_args" unwritten
 		;;
 	qemu-nbd-none|qemu-nbd-wb)
 		if [ "$t" = qemu-nbd-none ]; then

@@ -128,6 +128,7 @@
 #define NBD_SIMPLE_REPLY_LEN  16
 #define NBD_CHUNK_HDR_LEN     20
 #define NBD_READ_CHUNK_HDR_LEN 28  /* chunk header + u64 offset */
+#define NBD_HOLE_CHUNK_LEN     32  /* chunk header + u64 offset + u32 hole size */
 
 /* limits this server applies */
 #define NBD_MAX_STRING        4096      /* export names, queries, messages */
@@ -271,7 +272,8 @@ size_t nbd_encode_chunk_header (uint8_t out[NBD_CHUNK_HDR_LEN], uint16_t flags, 
 size_t nbd_encode_read_chunk (uint8_t out[NBD_READ_CHUNK_HDR_LEN], uint64_t cookie, uint64_t offset,
                               uint32_t datalen, bool done);
 /* OFFSET_HOLE chunk (32 bytes). */
-size_t nbd_encode_hole_chunk (uint8_t out[32], uint64_t cookie, uint64_t offset, uint32_t len, bool done);
+size_t nbd_encode_hole_chunk (uint8_t out[NBD_HOLE_CHUNK_LEN], uint64_t cookie, uint64_t offset,
+                              uint32_t len, bool done);
 /* ERROR chunk with DONE set and an optional message (truncated to fit cap).
  * cap must be at least NBD_CHUNK_HDR_LEN + 6. */
 size_t nbd_encode_error_chunk (uint8_t *out, size_t cap, uint64_t cookie, uint32_t error,

@@ -252,8 +252,10 @@ do_read (struct vol_io *io)
     uint64_t cend = (chunk + 1) << st->chunk_shift;
     uint32_t len = (uint32_t) ((cend < hi ? cend : hi) - pos);
     uint32_t p = ME_PHYS1 (map_get (v, chunk));
-    if (p == 0)
-      memset ((char *) target + (pos - lo), 0, len);
+    if (p == 0) {
+      if (!(io->flags & VOL_F_HOLE_OK))
+        memset ((char *) target + (pos - lo), 0, len);
+    }
     else {
       pin (st, p - 1);
       sub_add (io, SUB_READ, p - 1, ((uint64_t) (p - 1) << st->chunk_shift) + (pos & (st->chunk_size - 1)),
@@ -262,6 +264,22 @@ do_read (struct vol_io *io)
     pos += len;
   }
   pthread_mutex_unlock (&v->lock);
+  if (io->flags & VOL_F_HOLE_OK) {
+    /* no pool chunk at all: the caller says so rather than send zeros */
+    if (io->nsubs == 0) {
+      io->hole = true;
+      return 0;
+    }
+    /* else the holes between the pieces read from the pool are zeros */
+    uint64_t at = 0;
+    for (unsigned i = 0; i <= io->nsubs; i++) {
+      uint64_t next = i < io->nsubs ? io->subs[i].bpos : hi - lo;
+      if (next > at)
+        memset ((char *) target + at, 0, next - at);
+      if (i < io->nsubs)
+        at = io->subs[i].bpos + io->subs[i].len;
+    }
+  }
   io->phase = PH_MAIN;
   for (unsigned i = 0; i < io->nsubs; i++)
     if (sub_submit (io, &io->subs[i], target) < 0) {
@@ -729,7 +747,7 @@ finish_io (struct vol_io *io)
     if (io->subs[i].phys != NO_CHUNK && io->subs[i].kind != SUB_RMW_READ)
       unpin (st, io->subs[i].phys, io->ctx);
   io->nsubs = 0;
-  if (io->op == VOL_OP_READ && io->bounce && io->result == 0) {
+  if (io->op == VOL_OP_READ && io->bounce && io->result == 0 && !io->hole) {
     uint64_t lo = align_down (io->offset, st->dio_align);
     memcpy (io->buf, (char *) io->bounce + (io->offset - lo), io->length);
   }
@@ -825,6 +843,7 @@ int
 vol_io_submit (struct vol_io *io)
 {
   io->result = 0;
+  io->hole = false;
   io->pending = 0;
   io->nsubs = 0;
   io->phase = PH_START;

@@ -227,6 +227,7 @@ enum vol_op { VOL_OP_READ, VOL_OP_WRITE, VOL_OP_FLUSH, VOL_OP_TRIM, VOL_OP_ZERO 
 #define VOL_F_FUA       (1u << 0)
 #define VOL_F_NO_HOLE   (1u << 1)   /* ZERO: keep the range allocated */
 #define VOL_F_FAST_ZERO (1u << 2)   /* ZERO: fail with -ENOTSUP rather than write zeros */
+#define VOL_F_HOLE_OK   (1u << 3)   /* READ: a range that is all hole is not filled (io->hole) */
 
 struct vol_sub;
 struct vol_io {
@@ -242,6 +243,9 @@ struct vol_io {
   void *opaque;
   /* result: 0 or -errno, valid when done is called */
   int result;
+  /* READ with VOL_F_HOLE_OK: nothing in the range was ever written (or it
+   * was trimmed): it reads as zeros, and buf was left as it was */
+  bool hole;
   /* private to volume/ */
   int pending;
   int phase;

@@ -135,6 +135,8 @@ class Conn:
                 err = struct.unpack(">I", body[:4])[0]
             elif typ == 1:
                 data += body[8:]
+            elif typ == 2:                       # OFFSET_HOLE: reads as zeros
+                data += bytes(struct.unpack(">I", body[8:12])[0])
             if flags & 1:
                 return err, data
             magic = struct.unpack(">I", self.rx(4))[0]

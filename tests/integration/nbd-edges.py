@@ -298,28 +298,31 @@ with section("large writes, which blockd writes in pieces as their payload arriv
     hs.shutdown()
 
 def chunks_of(hh, n, off, flags=0):
-    """pread_structured: the data, and the (offset, length) of each chunk."""
+    """pread_structured: the data, and the (offset, length, "data" or
+    "hole") of each chunk."""
     got = []
-    data = hh.pread_structured(n, off, lambda sub, o, status, err: got.append((o, len(sub))) or 0,
-                               flags)
+    kind = {nbd.READ_DATA: "data", nbd.READ_HOLE: "hole"}
+    data = hh.pread_structured(n, off, lambda sub, o, status, err:
+                               got.append((o, len(sub), kind[status])) or 0, flags)
     return data, got
 
 
 def covers(chunks, off, n):
     """The chunks cover [off, off + n) exactly, without overlap."""
     pos = off
-    for o, ln in sorted(chunks):
+    for o, ln, _ in sorted(chunks):
         assert o == pos, "chunk at %d, want %d: gap or overlap in %r" % (o, pos, chunks)
         pos += ln
     assert pos == off + n, "chunks end at %d, want %d" % (pos, off + n)
 
 
 with section("large reads, which blockd sends in pieces as they are read"):
-    # aligned reads of 512 KiB and more come back as one OFFSET_DATA chunk
-    # per piece, each sent once read, the next piece read meanwhile; the
-    # volume holds written chunks and holes here (one 4 MiB read spans both,
-    # the last piece of a 3 MiB one is a hole).  A fresh connection: pieces
-    # are only for a client that keeps about one request in flight.
+    # aligned reads of 512 KiB and more come back as one chunk per piece,
+    # each sent once read, the next piece read meanwhile; the volume holds
+    # written chunks and holes here (one 4 MiB read spans both, the last
+    # piece of a 3 MiB one is a hole).  A piece that is all hole comes as an
+    # OFFSET_HOLE chunk.  A fresh connection: pieces are only for a client
+    # that keeps about one request in flight.
     write(7 * MiB, pattern(490, 4096))                 # a chunk with a little data
     h.trim(MiB, 2 * MiB)                               # and a hole
     model[2 * MiB:3 * MiB] = bytes(MiB)
@@ -330,11 +333,15 @@ with section("large reads, which blockd sends in pieces as they are read"):
         assert data == model[off:off + n], "read of %d at %d differs from the model" % (n, off)
         covers(got, off, n)
         assert len(got) == pieces, "read of %d at %d: %d chunks, want %d" % (n, off, len(got), pieces)
+        for o, ln, k in got:        # chunk 2 was trimmed whole: a hole
+            assert k == "hole" or not 2 * MiB <= o < 3 * MiB, "read of %d at %d: %r" % (n, off, got)
+            assert k == "data" or model[o:o + ln] == bytes(ln), "read of %d at %d: %r" % (n, off, got)
     # what is not cut: an unaligned read, one under 512 KiB, one with DF
     for off, n, flags in ((1, MiB, 0), (0, 256 * 1024, 0), (0, 4 * MiB, nbd.CMD_FLAG_DF)):
         data, got = chunks_of(hr, n, off, flags)
         assert data == model[off:off + n], "read of %d at %d differs from the model" % (n, off)
-        assert got == [(off, n)], "read of %d at %d (flags %d): chunks %r, want one" % (n, off, flags, got)
+        assert got == [(off, n, "data")], "read of %d at %d (flags %d): chunks %r, want one" % (
+            n, off, flags, got)
     # reads in flight together (past the rule that cuts them only at low
     # depth)
     for n in (2, 8):
@@ -355,6 +362,46 @@ with section("large reads, which blockd sends in pieces as they are read"):
     assert len(got) == 8, "32 MiB read in %d chunks, want 8" % len(got)
     hs.pwrite(pattern(492, 16 * MiB), 0)               # data for the raw reads below
     hs.shutdown()
+
+
+with section("never-written space reads as an OFFSET_HOLE chunk, not as zeros on the wire"):
+    # scratch: data up to 48 MiB (big ends there), never written after it
+    hs = connect(SCRATCH)
+    for off, n, flags, want in (
+            (60 * MiB, 4096, 0, [(60 * MiB, 4096, "hole")]),
+            (60 * MiB + 7, 1000, 0, [(60 * MiB + 7, 1000, "hole")]),        # unaligned
+            (50 * MiB, 65536, nbd.CMD_FLAG_DF, [(50 * MiB, 65536, "hole")]),  # one content chunk
+            (49 * MiB, 3 * MiB, 0, None),            # in pieces, all holes
+            (47 * MiB + 512 * 1024, MiB, 0, None),   # pieces: two of data, two holes
+            # one chunk with data and zeros: the zeros filled in around the
+            # part read from the pool (aligned, unaligned, with DF)
+            (48 * MiB - 32768, 65536, 0, [(48 * MiB - 32768, 65536, "data")]),
+            (48 * MiB - 5000, 10000, 0, [(48 * MiB - 5000, 10000, "data")]),
+            (48 * MiB - 4096, MiB + 8192, nbd.CMD_FLAG_DF, [(48 * MiB - 4096, MiB + 8192, "data")])):
+        if off == 48 * MiB - 4096:
+            hs.pwrite(pattern(493, 4096), 49 * MiB)    # data, hole, data in one read
+        data, got = chunks_of(hs, n, off, flags)
+        expect = bytearray(n)
+        if off < 48 * MiB:
+            expect[:48 * MiB - off] = big[off - 16 * MiB:]
+        if off + n > 49 * MiB and off < 49 * MiB:
+            expect[49 * MiB - off:49 * MiB - off + 4096] = pattern(493, 4096)
+        assert data == expect, "read of %d at %d differs" % (n, off)
+        covers(got, off, n)
+        if want is not None:
+            assert got == want, "read of %d at %d (flags %d): chunks %r, want %r" % (n, off, flags, got, want)
+        else:
+            for o, ln, k in got:
+                assert k == ("data" if o < 48 * MiB else "hole"), "read of %d at %d: %r" % (n, off, got)
+    hs.shutdown()
+    # a client without structured replies gets the zeros themselves
+    hp = nbd.NBD()
+    hp.set_request_structured_replies(False)
+    hp.connect_uri(uri(SCRATCH))
+    assert not hp.get_structured_replies_negotiated()
+    assert hp.pread(65536, 56 * MiB) == bytes(65536), "simple reply of a hole"
+    assert hp.pread(4 * MiB, 52 * MiB) == bytes(4 * MiB), "simple reply of a large hole"
+    hp.shutdown()
 
 
 with section("trim whole chunks and partial ranges, then read zeros (blockd's trim zeroes)"):

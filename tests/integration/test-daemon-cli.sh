@@ -1,6 +1,7 @@
 #!/bin/sh
 # blockd's own command line: --help, --dump-config, --config FILE (flags
-# win over the file), bad settings, --nbd-unix, and --run (captive mode).
+# win over the file), bad settings, --nbd-unix, --hole-replies, and --run
+# (captive mode).
 . "$(dirname "$0")/lib.sh"
 need nbdinfo nbdsh
 
@@ -42,6 +43,19 @@ nbdsh -u "nbd+unix:///u1?socket=$SOCK" -c 'h.pwrite(b"u" * 4096, 0); h.flush()'
 nbdsh -u "$(uri u1)" -c 'assert h.pread(4096, 0) == b"u" * 4096'
 stop_blockd
 [ ! -e "$SOCK" ] || fail "the unix socket was left behind after a clean stop"
+
+# hole-replies: a never-written range goes back as an OFFSET_HOLE chunk
+# (tests/integration/nbd-edges.py), or with 0 as its zeros in a data chunk
+for hr in 1 0; do
+    start_blockd --hole-replies $hr
+    nbdsh -u "$(uri u1)" -c "
+kinds = []
+data = h.pread_structured(65536, 1 << 20, lambda sub, o, st, err: kinds.append(st) or 0)
+assert data == bytes(65536), 'a hole does not read as zeros'
+want = nbd.READ_HOLE if $hr else nbd.READ_DATA
+assert kinds == [want], 'hole-replies $hr: chunk statuses %r' % kinds" || fail "hole-replies $hr"
+    stop_blockd
+done
 
 # captive mode: blockd --run CMD exits with CMD's status after stopping
 P1=$(free_port); P2=$(free_port)

@@ -627,6 +627,62 @@ Test (volume, read_unwritten_is_zero)
   vol_close (v, &s);
 }
 
+/* READ with VOL_F_HOLE_OK: a range with no pool chunk at all is reported
+ * as a hole and the buffer left alone; one that mixes data and holes is
+ * filled, zeros included, whatever the buffer held before. */
+Test (volume, read_hole_ok)
+{
+  t_open_store (64 * MiB, 1 * MiB);
+  t_create ("v", 16 * MiB);
+  struct vol_session s;
+  struct volume *v = t_open ("v", &s);
+  cr_assert_eq (t_write_byte (v, 2 * MiB, 4096, 0x11), 0);          /* chunk 2 */
+  cr_assert_eq (t_write_byte (v, 4 * MiB - 4096, 4096, 0x22), 0);   /* chunk 3 */
+  unsigned char *b = t_buf (4 * MiB);
+  struct t_req r = { 0 };
+  struct {
+    uint64_t off;
+    uint32_t len;
+    bool hole;
+  } cases[] = {
+    { 0, 4096, true },                      /* never written */
+    { 5 * MiB + 123, 1000, true },          /* unaligned */
+    { 0, 2 * MiB, true },                   /* two whole chunks */
+    { 2 * MiB + 4096, 8192, false },        /* a chunk with data: its zeros are read */
+    { 1 * MiB, 3 * MiB, false },            /* hole, data, data: holes before, between, after */
+    { 2 * MiB - 100, 5000, false },         /* unaligned across hole and data */
+    { 4 * MiB - 6000, 9000, false },        /* data, then the hole after it */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    memset (b, 0xa5, 4 * MiB);
+    t_prep (&r, v, VOL_OP_READ, VOL_F_HOLE_OK, cases[i].off, cases[i].len, b);
+    t_submit (&r);
+    struct t_req *rs[1] = { &r };
+    t_wait (rs, 1);
+    cr_assert_eq (r.io.result, 0, "case %zu", i);
+    cr_expect_eq (r.io.hole, cases[i].hole, "case %zu: hole %d", i, r.io.hole);
+    if (r.io.hole) {
+      cr_expect (t_all (b, 4 * MiB, 0xa5), "case %zu: a hole read wrote the buffer", i);
+      continue;
+    }
+    for (uint32_t k = 0; k < cases[i].len; k++) {
+      uint64_t at = cases[i].off + k;
+      int want = at >= 2 * MiB && at < 2 * MiB + 4096 ? 0x11
+                 : at >= 4 * MiB - 4096 && at < 4 * MiB ? 0x22 : 0;
+      cr_assert_eq (b[k], want, "case %zu: byte %llu is 0x%02x, want 0x%02x", i,
+                    (unsigned long long) at, b[k], want);
+    }
+    cr_expect (t_all (b + cases[i].len, 4 * MiB - cases[i].len, 0xa5), "case %zu: wrote past", i);
+  }
+  vol_io_release (&r.io);
+  /* without the flag the zeros are always written */
+  memset (b, 0xa5, 4096);
+  cr_assert_eq (t_run (v, VOL_OP_READ, 0, 0, 4096, b), 0);
+  cr_expect (t_all (b, 4096, 0));
+  free (b);
+  vol_close (v, &s);
+}
+
 Test (volume, aligned_write_read_and_allocation)
 {
   t_open_store (64 * MiB, 1 * MiB);
