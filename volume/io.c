@@ -15,6 +15,8 @@
  * clone's source still sees first copies the chunk (copy-on-write): the
  * copy goes to a new pool chunk, is recorded as the volume's own entry at
  * the current generation, and the request then runs again, now in place.
+ * An aligned write that covers the whole chunk has nothing to copy: its own
+ * data goes to the new chunk, and the run after it skips that chunk.
  * While a chunk is being copied (ME_BUSY), other writes to it wait.
  * Writes are counted in flight so that a snapshot can wait them out.
  */
@@ -216,6 +218,7 @@ map_for_write (struct volume *v, uint64_t chunk)
 }
 
 static int finish (struct vol_io *io);
+static int io_start (struct vol_io *io);
 
 static void
 set_result (struct vol_io *io, int r)
@@ -359,6 +362,19 @@ write_done (struct volume *v)
 /* Copy the chunks of io's range that are frozen (cow[] lists them) to new
  * pool chunks.  Caller holds v->lock; releases it.  Returns 0 (the io
  * runs again when the copies are recorded) or -errno. */
+/* Does aligned write io cover chunk c whole, within the first 64 chunks it
+ * touches (io->cow_whole)?  Then copying c would be wasted: the write
+ * replaces all of it. */
+static bool
+writes_whole (const struct vol_io *io, uint64_t c)
+{
+  const struct vol_store *st = io->vol->st;
+  uint64_t a = st->dio_align, cs = c << st->chunk_shift;
+  return io->op == VOL_OP_WRITE && ((io->offset | io->length | (uintptr_t) io->buf) & (a - 1)) == 0
+         && io->offset <= cs && io->offset + io->length >= cs + st->chunk_size
+         && c - (io->offset >> st->chunk_shift) < 64;
+}
+
 static int
 cow_start (struct vol_io *io, const uint64_t *cow, unsigned ncow)
 {
@@ -371,6 +387,18 @@ cow_start (struct vol_io *io, const uint64_t *cow, unsigned ncow)
     void *buf = NULL;
     if ((r = alloc_chunk (st, &phys)) < 0)
       break;
+    if (writes_whole (io, cow[i])) {
+      /* the write's own bytes for this chunk go to the new one */
+      uint64_t cs = cow[i] << st->chunk_shift;
+      map_set (v, cow[i], e | ME_BUSY);
+      struct vol_sub *s = sub_add (io, SUB_COW_WRITE, NO_CHUNK, (uint64_t) phys << st->chunk_shift,
+                                   st->chunk_size, cs - io->offset);
+      s->freed = phys;
+      s->chunk = cow[i];
+      s->cowbuf = NULL;
+      io->cow_whole |= 1ULL << (cow[i] - (io->offset >> st->chunk_shift));
+      continue;
+    }
     if (posix_memalign (&buf, st->dio_align, st->chunk_size) != 0) {
       chunk_release (st, phys, NULL);
       r = -ENOMEM;
@@ -395,8 +423,10 @@ cow_start (struct vol_io *io, const uint64_t *cow, unsigned ncow)
     v->excl_waiting = NULL;
     pthread_mutex_unlock (&v->lock);
     for (unsigned i = 0; i < io->nsubs; i++)
-      unpin (st, io->subs[i].phys, io->ctx);
+      if (io->subs[i].phys != NO_CHUNK)
+        unpin (st, io->subs[i].phys, io->ctx);
     io->nsubs = 0;
+    io->cow_whole = 0;
     post_all (w);
     return r;
   }
@@ -405,8 +435,7 @@ cow_start (struct vol_io *io, const uint64_t *cow, unsigned ncow)
   io->phase = PH_COW;
   for (unsigned i = 0; i < io->nsubs; i++) {
     struct vol_sub *s = &io->subs[i];
-    s->bpos = 0;
-    if (sub_submit (io, s, s->cowbuf) < 0)
+    if (sub_submit (io, s, s->cowbuf ? s->cowbuf : io->buf) < 0)
       set_result (io, -EBUSY);
   }
   return 0;
@@ -446,7 +475,8 @@ cow_done (struct vol_io *io)
   pthread_mutex_unlock (&v->lock);
   for (unsigned i = 0; i < io->nsubs; i++) {
     struct vol_sub *s = &io->subs[i];
-    unpin (st, s->phys, io->ctx);
+    if (s->phys != NO_CHUNK)
+      unpin (st, s->phys, io->ctx);
     if (io->result < 0 && ME_PHYS1 (map_get (v, s->chunk)) != s->freed + 1)
       chunk_release (st, s->freed, NULL);      /* never published */
     free (s->cowbuf);
@@ -457,7 +487,7 @@ cow_done (struct vol_io *io)
   atomic_store (&st->gc_needed, true);
   write_done (v);
   post_all (w);
-  if (io->result < 0 || vol_io_submit (io) == 1)
+  if (io->result < 0 || io_start (io) == 1)   /* keeps cow_whole */
     io->done (io);
 }
 
@@ -548,6 +578,11 @@ do_write (struct vol_io *io)
     uint64_t chunk = pos >> st->chunk_shift;
     uint64_t cend = (chunk + 1) << st->chunk_shift;
     uint32_t len = (uint32_t) ((cend < hi ? cend : hi) - pos);
+    uint64_t rel = chunk - (lo >> st->chunk_shift);
+    if (rel < 64 && (io->cow_whole >> rel & 1)) {
+      pos += len;                   /* a copy-on-write wrote it already */
+      continue;
+    }
     int64_t p = map_for_write (v, chunk);
     if (p < 0) {
       r = (int) p;
@@ -839,8 +874,8 @@ vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
     io->done (io);
 }
 
-int
-vol_io_submit (struct vol_io *io)
+static int
+io_start (struct vol_io *io)
 {
   io->result = 0;
   io->hole = false;
@@ -891,6 +926,13 @@ vol_io_submit (struct vol_io *io)
     return 1;
   }
   return r;
+}
+
+int
+vol_io_submit (struct vol_io *io)
+{
+  io->cow_whole = 0;
+  return io_start (io);
 }
 
 void

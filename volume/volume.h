@@ -250,6 +250,8 @@ struct vol_io {
   int pending;
   int phase;
   bool counted;                   /* in the volume's writes in flight */
+  uint64_t cow_whole;             /* chunks (from the request's first) that a
+                                     copy-on-write filled with this write's data */
   uint64_t rmw_lo, rmw_hi;        /* aligned range an unaligned write rewrites */
   void *bounce;
   struct vol_sub *subs;

@@ -3,6 +3,8 @@
 
 write URI STATE SEED: write 4 KiB blocks with contents derived from
     (block, generation) at random places, QD 8, a FLUSH every 64 writes;
+    one write in 32 is a whole 1 MiB (256 blocks, aligned: a whole chunk
+    at the test's chunk size, which a snapshot makes a copy-on-write);
     record in STATE (JSON, rewritten often) for each block the generation
     last acknowledged and the generations still in flight.  It runs until
     the server goes away (the test kills it) and exits 0.
@@ -16,6 +18,7 @@ import hashlib, json, os, random, sys, time
 import nbd
 
 BS = 4096
+CHUNK_BLOCKS = 256          # 1 MiB
 
 def block_data(block, gen):
     if gen == 0:
@@ -58,25 +61,30 @@ def write(uri, state, seed):
             while len(inflight) < 8:
                 # never two writes to one block at once: the server may run
                 # them in either order, so the result would be undefined
-                b = rnd.randrange(nblocks)
-                while any(b == x[0] for x in inflight.values()):
-                    b = rnd.randrange(nblocks)
-                g = gens.get(b, 0) + 1
-                gens[b] = g
-                buf = nbd.Buffer.from_bytearray(bytearray(block_data(b, g)))
-                c = h.aio_pwrite(buf, b * BS)
-                inflight[c] = (b, g, buf)
-                pending.setdefault(str(b), set()).add(g)
+                busy = {b for x in inflight.values() for b, _ in x[0]}
+                n = CHUNK_BLOCKS if rnd.random() < 1 / 32 else 1
+                b0 = rnd.randrange(nblocks // n) * n
+                while busy & set(range(b0, b0 + n)):
+                    b0 = rnd.randrange(nblocks // n) * n
+                blocks = []
+                for b in range(b0, b0 + n):
+                    gens[b] = gens.get(b, 0) + 1
+                    blocks.append((b, gens[b]))
+                    pending.setdefault(str(b), set()).add(gens[b])
+                buf = nbd.Buffer.from_bytearray(bytearray(b"".join(block_data(b, g) for b, g in blocks)))
+                c = h.aio_pwrite(buf, b0 * BS)
+                inflight[c] = (blocks, buf)
             h.poll(-1)
             for c in list(inflight):
                 if h.aio_command_completed(c):
-                    b, g, _ = inflight.pop(c)
-                    key = str(b)
-                    pending[key].discard(g)
-                    if not pending[key]:
-                        del pending[key]
-                    if acked.get(key, 0) < g:
-                        acked[key] = g
+                    blocks, _ = inflight.pop(c)
+                    for b, g in blocks:
+                        key = str(b)
+                        pending[key].discard(g)
+                        if not pending[key]:
+                            del pending[key]
+                        if acked.get(key, 0) < g:
+                            acked[key] = g
                     writes += 1
                     if writes % 64 == 0:
                         h.flush()

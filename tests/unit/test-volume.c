@@ -683,6 +683,54 @@ Test (volume, read_hole_ok)
   vol_close (v, &s);
 }
 
+/* An aligned write that covers a frozen chunk whole does not copy it: its
+ * own data goes to the new chunk (no pool read), the snapshot keeps the old
+ * one, and chunks the write only touches are copied as before. */
+Test (volume, cow_whole_chunk_write)
+{
+  t_open_store (64 * MiB, 1 * MiB);
+  t_create ("v", 16 * MiB);
+  struct vol_session s, ss;
+  struct volume *v = t_open ("v", &s);
+  cr_assert_eq (t_write_byte (v, 1 * MiB, 2 * MiB, 0x11), 0);       /* chunks 1, 2 */
+  cr_assert_eq (t_write_byte (v, 6 * MiB, 1 * MiB, 0x66), 0);       /* chunk 6 */
+  struct vol_snap_info si;
+  char err[256] = "";
+  cr_assert_eq (vol_snapshot_create (t_st, "v", "s1", &si, err, sizeof err), 0, "%s", err);
+
+  /* chunk 1 whole, with FUA: no read of the old chunk (a read fault stays armed) */
+  cr_assert_eq (vol_fault_set (NULL, VOL_OP_READ, EIO, 1), 0);
+  unsigned char *b = t_buf (3 * MiB);
+  memset (b, 0x33, 1 * MiB);
+  cr_assert_eq (t_run (v, VOL_OP_WRITE, VOL_F_FUA, 1 * MiB, 1 * MiB, b), 0);
+  /* chunk 2 whole and chunk 3 (never written) whole, in one write */
+  memset (b, 0x44, 2 * MiB);
+  cr_assert_eq (t_run (v, VOL_OP_WRITE, 0, 2 * MiB, 2 * MiB, b), 0);
+  cr_expect_eq (t_run (v, VOL_OP_READ, 0, 1 * MiB, 4096, b), -EIO, "the fault was taken by a write");
+  cr_assert_eq (vol_fault_set (NULL, VOL_OP_READ, 0, 0), 0);
+  /* chunk 6 only in part (and chunk 5, a hole, whole): chunk 6 is copied */
+  memset (b, 0x77, 1 * MiB + 8192);
+  cr_assert_eq (t_run (v, VOL_OP_WRITE, 0, 5 * MiB, 1 * MiB + 8192, b), 0);
+  free (b);
+
+  t_expect_bytes (v, 1 * MiB, 1 * MiB, 0x33);
+  t_expect_bytes (v, 2 * MiB, 2 * MiB, 0x44);
+  t_expect_bytes (v, 5 * MiB, 1 * MiB + 8192, 0x77);
+  t_expect_bytes (v, 6 * MiB + 8192, 1 * MiB - 8192, 0x66);
+  struct volume *sv = t_open ("v@s1", &ss);
+  t_expect_bytes (sv, 1 * MiB, 2 * MiB, 0x11);
+  t_expect_bytes (sv, 3 * MiB, 3 * MiB, 0);
+  t_expect_bytes (sv, 6 * MiB, 1 * MiB, 0x66);
+  vol_close (sv, &ss);
+  /* the volume's 1, 2, 3, 5, 6 and the snapshot's 1, 2, 6 */
+  cr_expect_eq (t_pool ().allocated, 8 * MiB, "allocated %llu",
+                (unsigned long long) t_pool ().allocated);
+  vol_close (v, &s);
+  t_close_store ();
+  char report[4096] = "";
+  cr_expect_eq (t_check (t_dir, report, sizeof report), 0, "check: %s", report);
+}
+
 Test (volume, aligned_write_read_and_allocation)
 {
   t_open_store (64 * MiB, 1 * MiB);
