@@ -219,6 +219,7 @@ map_for_write (struct volume *v, uint64_t chunk)
 
 static int finish (struct vol_io *io);
 static int io_start (struct vol_io *io);
+static void cow_publish (struct vol_io *io);
 
 static void
 set_result (struct vol_io *io, int r)
@@ -438,36 +439,51 @@ cow_start (struct vol_io *io, const uint64_t *cow, unsigned ncow)
     if (sub_submit (io, s, s->cowbuf ? s->cowbuf : io->buf) < 0)
       set_result (io, -EBUSY);
   }
+  if (io->pending == 0) {           /* none reached the ring: no completion will undo them */
+    cow_publish (io);
+    return io->result;
+  }
   return 0;
 }
 
-/* Every copy is written: record them (or undo), then run io again. */
+/* Every copy is written (or failed): record them, or undo them. */
 static void
-cow_done (struct vol_io *io)
+cow_publish (struct vol_io *io)
 {
   struct volume *v = io->vol;
   struct vol_store *st = v->st;
   pthread_mutex_lock (&v->lock);
   if (v->deleted)
     set_result (io, -ESHUTDOWN);
-  rocksdb_writebatch_t *wb = rocksdb_writebatch_create ();
+  /* The history in memory first, then the store, so that either both
+   * record every copy or neither records any: a copy the store recorded
+   * must never be given back to the pool. */
+  uint32_t gen = v->lin->cur_gen;
+  unsigned set = 0;
   if (io->result == 0) {
-    for (unsigned i = 0; i < io->nsubs; i++)
-      meta_put_entry (st, wb, v->lin, io->subs[i].chunk, v->lin->cur_gen, io->subs[i].freed);
-    set_result (io, meta_write (st, wb, NULL, 0));
+    while (set < io->nsubs && lin_hist_set (v->lin, io->subs[set].chunk, gen, io->subs[set].freed) == 0)
+      set++;
+    if (set < io->nsubs)
+      set_result (io, -ENOMEM);
   }
-  rocksdb_writebatch_destroy (wb);
+  if (io->result == 0) {
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create ();
+    for (unsigned i = 0; i < io->nsubs; i++)
+      meta_put_entry (st, wb, v->lin, io->subs[i].chunk, gen, io->subs[i].freed);
+    set_result (io, meta_write (st, wb, NULL, 0));
+    rocksdb_writebatch_destroy (wb);
+  }
+  if (io->result < 0)
+    for (unsigned i = 0; i < set; i++)
+      lin_hist_drop (v->lin, io->subs[i].chunk, gen);
   for (unsigned i = 0; i < io->nsubs; i++) {
     struct vol_sub *s = &io->subs[i];
     ment_t e = map_get (v, s->chunk) & ~ME_BUSY;
-    if (io->result == 0 && lin_hist_set (v->lin, s->chunk, v->lin->cur_gen, s->freed) == 0) {
+    if (io->result == 0) {
       log_debug ("volume %s: chunk %llu copied from pool chunk %u (gen %u) to %u at gen %u",
-                 v->name, (unsigned long long) s->chunk, ME_PHYS1 (e) - 1, ME_GEN (e), s->freed,
-                 v->lin->cur_gen);
-      e = ME_MAKE (s->freed + 1, v->lin->cur_gen);
+                 v->name, (unsigned long long) s->chunk, ME_PHYS1 (e) - 1, ME_GEN (e), s->freed, gen);
+      e = ME_MAKE (s->freed + 1, gen);
     }
-    else
-      set_result (io, -ENOMEM);
     map_set (v, s->chunk, e);
   }
   struct vol_io *w = v->excl_waiting;
@@ -487,6 +503,16 @@ cow_done (struct vol_io *io)
   atomic_store (&st->gc_needed, true);
   write_done (v);
   post_all (w);
+}
+
+/* Every copy is written: record them (or undo), then run io again.  A
+ * snapshot may come in between and keep chunks a whole-chunk copy filled
+ * with this write's data, and not the rest: the write is not acknowledged
+ * yet, and a crash could leave the same. */
+static void
+cow_done (struct vol_io *io)
+{
+  cow_publish (io);
   if (io->result < 0 || io_start (io) == 1)   /* keeps cow_whole */
     io->done (io);
 }

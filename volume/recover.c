@@ -139,6 +139,38 @@ load_super (struct vol_store *st, const struct vol_store_params *p, uint64_t *ca
   return 1;   /* new store */
 }
 
+/* Key "C" is present while the store is closed cleanly: written, synced,
+ * by vol_store_close after its last collection; deleted, synced, when the
+ * store is opened.  --check holds a store that has it to a stricter rule:
+ * no entry may be left for the start-up collection. */
+static int
+set_clean (struct vol_store *st, bool clean)
+{
+  char *dberr = NULL;
+  rocksdb_writeoptions_t *w = rocksdb_writeoptions_create ();
+  rocksdb_writeoptions_set_sync (w, 1);
+  if (clean)
+    rocksdb_put (st->db, w, "C", 1, "1", 1, &dberr);
+  else
+    rocksdb_delete (st->db, w, "C", 1, &dberr);
+  rocksdb_writeoptions_destroy (w);
+  if (dberr) {
+    log_error ("%s the clean-stop mark: %s", clean ? "writing" : "clearing", dberr);
+    free (dberr);
+    return -EIO;
+  }
+  return 0;
+}
+
+static bool
+closed_clean (struct vol_store *st)
+{
+  size_t len = 0;
+  char *v = db_get (st->db, st->ropts, "C", 1, &len);
+  free (v);
+  return v != NULL;
+}
+
 static int
 save_super (struct vol_store *st)
 {
@@ -625,6 +657,11 @@ vol_store_open (const struct vol_store_params *p, struct vol_store **out, char *
   pthread_mutex_unlock (&st->lock);
   if (r < 0)
     log_warn ("collecting unused space at start-up: %s", err);
+  if (set_clean (st, false) < 0) {
+    set_err (err, errlen, "cannot write to the metadata store in %s", st->dir);
+    store_free (st);
+    return -EIO;
+  }
   punch_free (st);
   if ((r = sync_start (st)) < 0) {
     set_err (err, errlen, "cannot start the sync thread: %s", strerror (-r));
@@ -657,6 +694,8 @@ vol_store_close (struct vol_store *st)
   int r = sync_now (st);
   if (r < 0)
     log_error ("final sync of %s failed: %s", st->dir, strerror (-r));
+  else
+    set_clean (st, true);
   store_free (st);
 }
 
@@ -708,16 +747,23 @@ vol_store_check (const char *dir, FILE *out)
   /* Every chunk in use must be seen by some volume or snapshot.  A
    * copy-on-write can leave an older entry that nobody sees; the running
    * daemon collects it within a second or so, and a crash in between
-   * leaves it to the collection at start-up.  That is not a problem; an
-   * entry that collection would keep is. */
+   * leaves it to the collection at start-up.  After a crash that is not a
+   * problem; after a clean stop, which collects first, it is.  An entry
+   * the collection would keep is a problem either way. */
+  bool clean = closed_clean (st);
   struct holders h;
   if (holders_compute (st, &h) == 0) {
     uint64_t unseen = h.leaked;
     holders_free (&h);
     long freed = unseen ? store_gc_in_memory (st) : 0;
-    if (freed > 0)
-      fprintf (out, "%ld chunks are held by entries no volume or snapshot sees any more; "
-               "blockd frees them when it next starts\n", freed);
+    if (freed > 0 && clean) {
+      fprintf (out, "%ld pool chunks are held by entries no volume or snapshot sees, after a "
+               "clean stop (leaked space; blockd frees them when it next starts)\n", freed);
+      problems++;
+    }
+    else if (freed > 0)
+      fprintf (out, "%ld pool chunks are held by entries no volume or snapshot sees any more "
+               "(left by a crash); blockd frees them when it next starts\n", freed);
     if (unseen && holders_compute (st, &h) == 0) {
       if (h.leaked) {
         fprintf (out, "%llu chunks are held by entries no volume or snapshot sees, and the "
@@ -731,8 +777,8 @@ vol_store_check (const char *dir, FILE *out)
   unsigned nsnaps = 0;
   for (struct snapshot *s = st->snaps; s; s = s->next)
     nsnaps++;
-  fprintf (out, "check %s: %zu volumes, %u snapshots, %llu of %llu chunks in use (%u bytes each): %s\n",
-           dir, st->nvols, nsnaps, (unsigned long long) used, (unsigned long long) st->nchunks,
+  fprintf (out, "check %s (%s): %zu volumes, %u snapshots, %llu of %llu chunks in use (%u bytes each): %s\n",
+           dir, clean ? "stopped cleanly" : "not stopped cleanly", st->nvols, nsnaps, (unsigned long long) used, (unsigned long long) st->nchunks,
            st->chunk_size, problems ? "PROBLEMS FOUND" : "consistent");
   store_free (st);
   return problems ? 1 : 0;

@@ -638,6 +638,7 @@ Test (volume, read_hole_ok)
   struct volume *v = t_open ("v", &s);
   cr_assert_eq (t_write_byte (v, 2 * MiB, 4096, 0x11), 0);          /* chunk 2 */
   cr_assert_eq (t_write_byte (v, 4 * MiB - 4096, 4096, 0x22), 0);   /* chunk 3 */
+  cr_assert_eq (t_write_byte (v, 7 * MiB - 4096, 4096, 0x44), 0);   /* chunk 6 */
   unsigned char *b = t_buf (4 * MiB);
   struct t_req r = { 0 };
   struct {
@@ -649,7 +650,8 @@ Test (volume, read_hole_ok)
     { 5 * MiB + 123, 1000, true },          /* unaligned */
     { 0, 2 * MiB, true },                   /* two whole chunks */
     { 2 * MiB + 4096, 8192, false },        /* a chunk with data: its zeros are read */
-    { 1 * MiB, 3 * MiB, false },            /* hole, data, data: holes before, between, after */
+    { 1 * MiB, 3 * MiB, false },            /* hole, data, data: holes around and inside */
+    { 3 * MiB, 4 * MiB, false },            /* data, hole, hole, data: holes between reads */
     { 2 * MiB - 100, 5000, false },         /* unaligned across hole and data */
     { 4 * MiB - 6000, 9000, false },        /* data, then the hole after it */
   };
@@ -668,7 +670,8 @@ Test (volume, read_hole_ok)
     for (uint32_t k = 0; k < cases[i].len; k++) {
       uint64_t at = cases[i].off + k;
       int want = at >= 2 * MiB && at < 2 * MiB + 4096 ? 0x11
-                 : at >= 4 * MiB - 4096 && at < 4 * MiB ? 0x22 : 0;
+                 : at >= 4 * MiB - 4096 && at < 4 * MiB ? 0x22
+                 : at >= 7 * MiB - 4096 && at < 7 * MiB ? 0x44 : 0;
       cr_assert_eq (b[k], want, "case %zu: byte %llu is 0x%02x, want 0x%02x", i,
                     (unsigned long long) at, b[k], want);
     }
@@ -725,10 +728,44 @@ Test (volume, cow_whole_chunk_write)
   /* the volume's 1, 2, 3, 5, 6 and the snapshot's 1, 2, 6 */
   cr_expect_eq (t_pool ().allocated, 8 * MiB, "allocated %llu",
                 (unsigned long long) t_pool ().allocated);
+
+  /* frozen again: a write that covers chunk 1 whole from 512K into the
+   * request, and chunks 0 and 2 in part (copied) */
+  cr_assert_eq (vol_snapshot_create (t_st, "v", "s2", &si, err, sizeof err), 0, "%s", err);
+  cr_assert_eq (t_write_byte (v, 0, 1 * MiB, 0x55), 0);        /* chunk 0: own data, then frozen */
+  cr_assert_eq (vol_snapshot_create (t_st, "v", "s3", &si, err, sizeof err), 0, "%s", err);
+  cr_assert_eq (t_write_byte (v, 512 * KiB, 1536 * KiB + 8192, 0x88), 0);
+  t_expect_bytes (v, 0, 512 * KiB, 0x55);
+  t_expect_bytes (v, 512 * KiB, 1536 * KiB + 8192, 0x88);
+  t_expect_bytes (v, 2 * MiB + 8192, 2 * MiB - 8192, 0x44);
+  sv = t_open ("v@s3", &ss);
+  t_expect_bytes (sv, 0, 1 * MiB, 0x55);
+  t_expect_bytes (sv, 1 * MiB, 1 * MiB, 0x33);
+  t_expect_bytes (sv, 2 * MiB, 2 * MiB, 0x44);
+  vol_close (sv, &ss);
+
+  /* a whole-chunk write that fails on the disk changes nothing and keeps no chunk */
+  uint64_t before = t_pool ().allocated;
+  b = t_buf (1 * MiB);
+  memset (b, 0x99, 1 * MiB);
+  cr_assert_eq (vol_fault_set (NULL, VOL_OP_WRITE, EIO, 1), 0);
+  cr_expect_eq (t_run (v, VOL_OP_WRITE, 0, 3 * MiB, 1 * MiB, b), -EIO);
+  t_expect_bytes (v, 3 * MiB, 1 * MiB, 0x44);
+  /* one from an unaligned buffer is copied first (here the copy's read fails) */
+  cr_assert_eq (vol_fault_set (NULL, VOL_OP_READ, EIO, 1), 0);
+  unsigned char *odd = t_buf (1 * MiB + 1);
+  memset (odd + 1, 0x99, 1 * MiB);
+  cr_expect_eq (t_run (v, VOL_OP_WRITE, 0, 3 * MiB, 1 * MiB, odd + 1), -EIO);
+  cr_assert_eq (vol_fault_set (NULL, VOL_OP_READ, 0, 0), 0);
+  t_expect_bytes (v, 3 * MiB, 1 * MiB, 0x44);
+  t_wait_free (t_pool ().capacity - before);
+  free (odd);
+  free (b);
   vol_close (v, &s);
   t_close_store ();
   char report[4096] = "";
   cr_expect_eq (t_check (t_dir, report, sizeof report), 0, "check: %s", report);
+  cr_expect (strstr (report, "(stopped cleanly)") != NULL, "check: %s", report);
 }
 
 Test (volume, aligned_write_read_and_allocation)
