@@ -188,6 +188,20 @@ frozen (struct volume *v, ment_t e)
   return ME_PHYS1 (e) && (ME_GEN (e) == ME_INHERITED || ME_GEN (e) <= lin_maxv (v->lin));
 }
 
+bool
+vol_write_copies (struct volume *v, uint64_t offset, uint64_t length)
+{
+  if (v->snap || length == 0)
+    return false;
+  uint32_t shift = v->st->chunk_shift;
+  bool copies = false;
+  pthread_mutex_lock (&v->lock);
+  for (uint64_t c = offset >> shift; c <= (offset + length - 1) >> shift && !copies; c++)
+    copies = frozen (v, map_get (v, c) & ~ME_BUSY);
+  pthread_mutex_unlock (&v->lock);
+  return copies;
+}
+
 /* Map chunk for writing: allocate it on first write.  The entry must not be
  * frozen.  Caller holds v->lock.  Returns phys + 1, or -errno. */
 static int64_t

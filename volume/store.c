@@ -714,6 +714,7 @@ vol_size (struct volume *v)
 
 uint32_t vol_dio_align (struct volume *v) { return v->st->dio_align; }
 bool vol_read_only (struct volume *v) { return v->snap != NULL; }
+uint32_t vol_chunk_size (struct volume *v) { return v->st->chunk_size; }
 
 void
 vol_store_pool_info (struct vol_store *st, struct vol_pool_info *pi)

@@ -193,6 +193,11 @@ void vol_close (struct volume *v, struct vol_session *s);
 uint64_t vol_size (struct volume *v);
 uint32_t vol_dio_align (struct volume *v);   /* offset/length/memory alignment for O_DIRECT */
 bool vol_read_only (struct volume *v);
+uint32_t vol_chunk_size (struct volume *v);
+/* Would a write to [offset, offset + length) copy a chunk first, because a
+ * snapshot or a clone's source still sees it?  (A write that covers such a
+ * chunk whole, aligned, replaces it without a copy.) */
+bool vol_write_copies (struct volume *v, uint64_t offset, uint64_t length);
 
 /* ---- data path ------------------------------------------------------------ */
 /* One per loop thread.  The loop hands every CQE whose user_data has
