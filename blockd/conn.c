@@ -681,7 +681,7 @@ piece_len_for (const struct blk_conn *c, const struct nbd_request *r)
      * chunk without copying it first; a write that cannot start on a chunk
      * boundary goes whole (docs/BENCHMARKS.md, eleventh pass). */
     uint32_t cs = vol_chunk_size (c->vol);
-    len = (len + cs - 1) / cs * cs;
+    len = ((len < PIECE_MIN ? PIECE_MIN : len) + cs - 1) / cs * cs;
     return r->offset % cs == 0 && len < r->length ? len : 0;
   }
   return len < PIECE_MIN ? PIECE_MIN : len;

@@ -474,6 +474,7 @@ cow_publish (struct vol_io *io)
    * must never be given back to the pool. */
   uint32_t gen = v->lin->cur_gen;
   unsigned set = 0;
+  bool stored = false;              /* the store may hold the copies */
   if (io->result == 0) {
     while (set < io->nsubs && lin_hist_set (v->lin, io->subs[set].chunk, gen, io->subs[set].freed) == 0)
       set++;
@@ -484,6 +485,7 @@ cow_publish (struct vol_io *io)
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create ();
     for (unsigned i = 0; i < io->nsubs; i++)
       meta_put_entry (st, wb, v->lin, io->subs[i].chunk, gen, io->subs[i].freed);
+    stored = true;                  /* even if it says it failed */
     set_result (io, meta_write (st, wb, NULL, 0));
     rocksdb_writebatch_destroy (wb);
   }
@@ -507,8 +509,11 @@ cow_publish (struct vol_io *io)
     struct vol_sub *s = &io->subs[i];
     if (s->phys != NO_CHUNK)
       unpin (st, s->phys, io->ctx);
-    if (io->result < 0 && ME_PHYS1 (map_get (v, s->chunk)) != s->freed + 1)
-      chunk_release (st, s->freed, NULL);      /* never published */
+    /* never published: back to the pool, unless the store may have
+     * recorded it (a failed write to it); then it stays allocated until
+     * the next start rebuilds the pool from the store */
+    if (io->result < 0 && !stored && ME_PHYS1 (map_get (v, s->chunk)) != s->freed + 1)
+      chunk_release (st, s->freed, NULL);
     free (s->cowbuf);
   }
   io->nsubs = 0;
@@ -893,11 +898,11 @@ vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
     /* the old chunk is read: write it to the new one */
     s->kind = SUB_COW_WRITE;
     s->foff = (uint64_t) s->freed << io->vol->st->chunk_shift;
-    io->pending--;
-    if (sub_submit (io, s, s->cowbuf) < 0)
-      set_result (io, -EBUSY);
-    else
+    if (sub_submit (io, s, s->cowbuf) == 0) {
+      io->pending--;                /* the read's; the write counts now */
       return;
+    }
+    set_result (io, -EBUSY);        /* and the read's count goes below */
   }
   if (--io->pending > 0)
     return;

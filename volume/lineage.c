@@ -485,8 +485,10 @@ store_gc_if_needed (struct vol_store *st)
     return;
   char err[300];
   pthread_mutex_lock (&st->lock);
-  if (store_gc (st, NULL, err, sizeof err) < 0)
+  if (store_gc (st, NULL, err, sizeof err) < 0) {
     log_warn ("collecting unused chunks: %s", err);
+    atomic_store (&st->gc_needed, true);     /* try again later */
+  }
   pthread_mutex_unlock (&st->lock);
 }
 

@@ -690,11 +690,18 @@ void
 vol_store_close (struct vol_store *st)
 {
   sync_stop (st);
-  store_gc_if_needed (st);
+  /* a full collection, not only when a write asked for one: the clean
+   * mark promises that nothing is left for the next start */
+  char err[300];
+  pthread_mutex_lock (&st->lock);
+  int g = store_gc (st, NULL, err, sizeof err);
+  pthread_mutex_unlock (&st->lock);
+  if (g < 0)
+    log_warn ("collecting unused chunks at stop: %s (the next start does it)", err);
   int r = sync_now (st);
   if (r < 0)
     log_error ("final sync of %s failed: %s", st->dir, strerror (-r));
-  else
+  else if (g == 0)
     set_clean (st, true);
   store_free (st);
 }
