@@ -508,6 +508,20 @@ enqueue (struct blk_conn *c, struct blk_send *s)
   blk_loop_mark_dirty (c->loop, c);
 }
 
+/* The structured-reply chunk of io, the read of q or one of its pieces,
+ * into hdr: OFFSET_HOLE if the volume found it never written, else
+ * OFFSET_DATA.  Returns the header's length; *datalen is the data bytes
+ * that follow it (none for a hole). */
+static uint32_t
+encode_read_chunk (uint8_t hdr[NBD_HOLE_CHUNK_LEN], const struct blk_req *q, const struct vol_io *io,
+                   bool done, uint32_t *datalen)
+{
+  *datalen = io->hole ? 0 : (uint32_t) io->length;
+  if (io->hole)    /* never written: no zeros on the wire */
+    return (uint32_t) nbd_encode_hole_chunk (hdr, q->r.cookie, io->offset, (uint32_t) io->length, done);
+  return (uint32_t) nbd_encode_read_chunk (hdr, q->r.cookie, io->offset, (uint32_t) io->length, done);
+}
+
 /* Encode the reply to q: res is 0 or -errno from the volume, nbd_err an
  * NBD error from validation (0 if none), msg its text. */
 static void
@@ -532,15 +546,10 @@ reply (struct blk_conn *c, struct blk_req *q, int res, uint32_t nbd_err, const c
     if (c->sess.structured && q->r.length == 0)
       q->hdrlen = (uint32_t) nbd_encode_chunk_header (q->hdr, NBD_REPLY_FLAG_DONE,
                                                       NBD_REPLY_TYPE_NONE, q->r.cookie, 0);
-    else if (c->sess.structured && q->io.hole)  /* never written: no zeros on the wire */
-      q->hdrlen = (uint32_t) nbd_encode_hole_chunk (q->hdr, q->r.cookie, q->r.offset,
-                                                    q->r.length, true);
+    else if (c->sess.structured)   /* q->io is the whole read */
+      q->hdrlen = encode_read_chunk (q->hdr, q, &q->io, true, &q->datalen);
     else {
-      if (c->sess.structured)
-        q->hdrlen = (uint32_t) nbd_encode_read_chunk (q->hdr, q->r.cookie, q->r.offset,
-                                                      q->r.length, true);
-      else
-        q->hdrlen = (uint32_t) nbd_encode_simple_reply (q->hdr, q->r.cookie, 0);
+      q->hdrlen = (uint32_t) nbd_encode_simple_reply (q->hdr, q->r.cookie, 0);
       q->datalen = q->r.length;
     }
   }
@@ -714,16 +723,8 @@ read_piece_out (struct blk_conn *c, struct blk_req *q, const struct vol_io *io)
       reply (c, q, q->piece_err, 0, NULL);
       return true;
     }
-    q->dataoff = q->datalen = 0;
-    if (io->hole)
-      q->hdrlen = (uint32_t) nbd_encode_hole_chunk (q->hdr, q->r.cookie, io->offset,
-                                                    (uint32_t) io->length, true);
-    else {
-      q->hdrlen = (uint32_t) nbd_encode_read_chunk (q->hdr, q->r.cookie, io->offset,
-                                                    (uint32_t) io->length, true);
-      q->dataoff = off;
-      q->datalen = (uint32_t) io->length;
-    }
+    q->hdrlen = encode_read_chunk (q->hdr, q, io, true, &q->datalen);
+    q->dataoff = off;
     enqueue (c, &q->out);
     return true;
   }
@@ -731,16 +732,7 @@ read_piece_out (struct blk_conn *c, struct blk_req *q, const struct vol_io *io)
     return false;                 /* the last chunk is the error */
   struct blk_chunk *ch = &q->chunks[off / q->piece_len];
   ch->off = off;
-  if (io->hole) {
-    ch->hdrlen = (uint32_t) nbd_encode_hole_chunk (ch->hdr, q->r.cookie, io->offset,
-                                                   (uint32_t) io->length, false);
-    ch->len = 0;
-  }
-  else {
-    ch->hdrlen = (uint32_t) nbd_encode_read_chunk (ch->hdr, q->r.cookie, io->offset,
-                                                   (uint32_t) io->length, false);
-    ch->len = (uint32_t) io->length;
-  }
+  ch->hdrlen = encode_read_chunk (ch->hdr, q, io, false, &ch->len);
   ch->s.req = q;
   q->chunks_out++;
   enqueue (c, &ch->s);

@@ -53,8 +53,8 @@ nbd_encode_read_chunk (uint8_t out[NBD_READ_CHUNK_HDR_LEN], uint64_t cookie, uin
 }
 
 size_t
-nbd_encode_hole_chunk (uint8_t out[NBD_HOLE_CHUNK_LEN], uint64_t cookie, uint64_t offset, uint32_t len,
-                       bool done)
+nbd_encode_hole_chunk (uint8_t out[NBD_HOLE_CHUNK_LEN], uint64_t cookie, uint64_t offset,
+                       uint32_t len, bool done)
 {
   nbd_encode_chunk_header (out, done ? NBD_REPLY_FLAG_DONE : 0,
                            NBD_REPLY_TYPE_OFFSET_HOLE, cookie, 12);

@@ -270,11 +270,7 @@ do_read (struct vol_io *io)
     uint64_t cend = (chunk + 1) << st->chunk_shift;
     uint32_t len = (uint32_t) ((cend < hi ? cend : hi) - pos);
     uint32_t p = ME_PHYS1 (map_get (v, chunk));
-    if (p == 0) {
-      if (!(io->flags & VOL_F_HOLE_OK))
-        memset ((char *) target + (pos - lo), 0, len);
-    }
-    else {
+    if (p) {                        /* holes are zeroed below */
       pin (st, p - 1);
       sub_add (io, SUB_READ, p - 1, ((uint64_t) (p - 1) << st->chunk_shift) + (pos & (st->chunk_size - 1)),
                len, pos - lo);
@@ -282,21 +278,20 @@ do_read (struct vol_io *io)
     pos += len;
   }
   pthread_mutex_unlock (&v->lock);
-  if (io->flags & VOL_F_HOLE_OK) {
-    /* no pool chunk at all: the caller says so rather than send zeros */
-    if (io->nsubs == 0) {
-      io->hole = true;
-      return 0;
-    }
-    /* else the holes between the pieces read from the pool are zeros */
-    uint64_t at = 0;
-    for (unsigned i = 0; i <= io->nsubs; i++) {
-      uint64_t next = i < io->nsubs ? io->subs[i].bpos : hi - lo;
-      if (next > at)
-        memset ((char *) target + at, 0, next - at);
-      if (i < io->nsubs)
-        at = io->subs[i].bpos + io->subs[i].len;
-    }
+  /* no pool chunk at all: with VOL_F_HOLE_OK the caller says so rather
+   * than send zeros */
+  if (io->nsubs == 0 && (io->flags & VOL_F_HOLE_OK)) {
+    io->hole = true;
+    return 0;
+  }
+  /* the holes around the pieces read from the pool are zeros */
+  uint64_t at = 0;
+  for (unsigned i = 0; i <= io->nsubs; i++) {
+    uint64_t next = i < io->nsubs ? io->subs[i].bpos : hi - lo;
+    if (next > at)
+      memset ((char *) target + at, 0, next - at);
+    if (i < io->nsubs)
+      at = io->subs[i].bpos + io->subs[i].len;
   }
   io->phase = PH_MAIN;
   for (unsigned i = 0; i < io->nsubs; i++)
@@ -374,9 +369,6 @@ write_done (struct volume *v)
 
 /* ---- copy-on-write ----------------------------------------------------------- */
 
-/* Copy the chunks of io's range that are frozen (cow[] lists them) to new
- * pool chunks.  Caller holds v->lock; releases it.  Returns 0 (the io
- * runs again when the copies are recorded) or -errno. */
 /* Does aligned write io cover chunk c whole, within the first 64 chunks it
  * touches (io->cow_whole)?  Then copying c would be wasted: the write
  * replaces all of it. */
@@ -390,6 +382,10 @@ writes_whole (const struct vol_io *io, uint64_t c)
          && c - (io->offset >> st->chunk_shift) < 64;
 }
 
+/* Copy the chunks of io's range that are frozen (cow[] lists them) to new
+ * pool chunks, or fill them with io's own data where it covers them whole.
+ * Caller holds v->lock; releases it.  Returns 0 (the io runs again when
+ * the copies are recorded) or -errno. */
 static int
 cow_start (struct vol_io *io, const uint64_t *cow, unsigned ncow)
 {

@@ -758,34 +758,31 @@ vol_store_check (const char *dir, FILE *out)
    * problem; after a clean stop, which collects first, it is.  An entry
    * the collection would keep is a problem either way. */
   bool clean = closed_clean (st);
+  long freed = store_gc_in_memory (st);
+  if (freed > 0 && clean) {
+    fprintf (out, "%ld pool chunks are held by entries no volume or snapshot sees, after a "
+             "clean stop (leaked space; blockd frees them when it next starts)\n", freed);
+    problems++;
+  }
+  else if (freed > 0)
+    fprintf (out, "%ld pool chunks are held by entries no volume or snapshot sees any more "
+             "(left by a crash); blockd frees them when it next starts\n", freed);
   struct holders h;
   if (holders_compute (st, &h) == 0) {
-    uint64_t unseen = h.leaked;
-    holders_free (&h);
-    long freed = unseen ? store_gc_in_memory (st) : 0;
-    if (freed > 0 && clean) {
-      fprintf (out, "%ld pool chunks are held by entries no volume or snapshot sees, after a "
-               "clean stop (leaked space; blockd frees them when it next starts)\n", freed);
+    if (h.leaked) {
+      fprintf (out, "%llu chunks are held by entries no volume or snapshot sees, and the "
+               "collection at start-up would keep them (leaked space)\n",
+               (unsigned long long) h.leaked);
       problems++;
     }
-    else if (freed > 0)
-      fprintf (out, "%ld pool chunks are held by entries no volume or snapshot sees any more "
-               "(left by a crash); blockd frees them when it next starts\n", freed);
-    if (unseen && holders_compute (st, &h) == 0) {
-      if (h.leaked) {
-        fprintf (out, "%llu chunks are held by entries no volume or snapshot sees, and the "
-                 "collection at start-up would keep them (leaked space)\n",
-                 (unsigned long long) h.leaked);
-        problems++;
-      }
-      holders_free (&h);
-    }
+    holders_free (&h);
   }
   unsigned nsnaps = 0;
   for (struct snapshot *s = st->snaps; s; s = s->next)
     nsnaps++;
-  fprintf (out, "check %s (%s): %zu volumes, %u snapshots, %llu of %llu chunks in use (%u bytes each): %s\n",
-           dir, clean ? "stopped cleanly" : "not stopped cleanly", st->nvols, nsnaps, (unsigned long long) used, (unsigned long long) st->nchunks,
+  fprintf (out, "check %s (%s): %zu volumes, %u snapshots, %llu of %llu chunks in use "
+           "(%u bytes each): %s\n", dir, clean ? "stopped cleanly" : "not stopped cleanly",
+           st->nvols, nsnaps, (unsigned long long) used, (unsigned long long) st->nchunks,
            st->chunk_size, problems ? "PROBLEMS FOUND" : "consistent");
   store_free (st);
   return problems ? 1 : 0;

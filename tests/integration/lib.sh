@@ -75,6 +75,8 @@ check_store () {
 }
 
 uri () { echo "nbd://127.0.0.1:$NBD_PORT/$1"; }
+# pool_field KEY: a field of GET /v1/pool
+pool_field () { curl -sf "$BLOCKD_API/v1/pool" | $PY -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 ctl () { "$BLOCKCTL" "$@"; }
 
 # ---- command checks: run CMD..., then ok WHAT or err CODE WHAT

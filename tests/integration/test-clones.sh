@@ -11,7 +11,6 @@ M=1048576
 failures= nfail=0
 soft_fail () { echo "FAIL: $*"; nfail=$((nfail + 1)); failures="$failures
   $*"; }
-pool_field () { curl -sf "$BLOCKD_API/v1/pool" | $PY -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 vol_field () { curl -sf "$BLOCKD_API/v1/volumes/$1" | $PY -c "import json,sys; print(json.load(sys.stdin)['$2'])"; }
 no_leak () {
     l=$(pool_field leaked)

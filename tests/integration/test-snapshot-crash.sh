@@ -12,7 +12,6 @@
 need nbdsh
 ITERATIONS=${ITERATIONS:-4}
 MODEL=tests/integration/snap-model.py
-pool_leaked () { curl -sf "$BLOCKD_API/v1/pool" | $PY -c "import json,sys; print(json.load(sys.stdin)['leaked'])"; }
 start_blockd --chunk-size 1M
 
 # A copy-on-write from a base no snapshot keeps leaves the base's entry
@@ -35,7 +34,7 @@ grep -q '^1 pool chunks are held by entries no volume or snapshot sees any more 
     || { cat "$T/check.out"; fail "--check does not report the copy-on-write's unseen entry"; }
 grep -q '(not stopped cleanly)' "$T/check.out" || { cat "$T/check.out"; fail "--check takes a killed store for a clean one"; }
 start_blockd --chunk-size 1M
-[ "$(pool_leaked)" = 0 ] || fail "the start did not free the unseen entry"
+[ "$(pool_field leaked)" = 0 ] || fail "the start did not free the unseen entry"
 nbdsh -u "$(uri cow)" -c '
 assert h.pread(4096, 0) == b"\x11" * 4096
 assert h.pread(4096, 8192) == b"\x22" * 4096

@@ -16,7 +16,6 @@ failures= nfail=0
 # soft_fail MSG: record a failure, go on with the other checks
 soft_fail () { echo "FAIL: $*"; nfail=$((nfail + 1)); failures="$failures
   $*"; }
-pool_field () { curl -sf "$BLOCKD_API/v1/pool" | $PY -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 
 # --- space accounting against a chunk model (first: it needs an empty pool)
 echo "== accounting"
