@@ -63,6 +63,7 @@ enum {
 
 #define BLK_ARENA_SIZE  (16u << 20)
 #define BLK_ARENA_ALIGN (2u << 20)
+#define BLK_HUGE_MIN    (1u << 20)      /* heap buffers from here get huge pages */
 #define BLK_BUF_MIN_SHIFT 12            /* 4 KiB */
 #define BLK_BUF_CLASSES 9               /* 4 KiB .. 1 MiB */
 

@@ -206,17 +206,20 @@ blk_buf_get (struct blk_loop *l, size_t len, size_t *cap)
       return b;
     }
   }
-  /* Outside the arena a buffer of 2 MiB or more gets huge pages too, for
-   * the arena's reason (below): 4M reads 2.07x, 4M writes 1.15-1.18x
-   * (docs/BENCHMARKS.md, ninth pass). */
+  /* Outside the arena a buffer of BLK_HUGE_MIN or more gets huge pages
+   * too, for the arena's reason (below): 4M reads 2.07x, 4M writes
+   * 1.15-1.18x (docs/BENCHMARKS.md, ninth pass); and a chunk's copy
+   * when the arena is full (twelfth pass).  It takes whole huge pages. */
   size_t size = len < 4096 ? 4096 : (len + 4095) & ~(size_t) 4095;
-  size_t align = size >= BLK_ARENA_ALIGN ? BLK_ARENA_ALIGN : 4096;
+  size_t align = size >= BLK_HUGE_MIN ? BLK_ARENA_ALIGN : 4096;
+  if (align == BLK_ARENA_ALIGN)
+    size = (size + BLK_ARENA_ALIGN - 1) & ~(size_t) (BLK_ARENA_ALIGN - 1);
   void *b;
   if (posix_memalign (&b, align, size) != 0)
     return NULL;
 #ifdef MADV_HUGEPAGE
   if (align == BLK_ARENA_ALIGN)
-    madvise (b, size & ~(size_t) (BLK_ARENA_ALIGN - 1), MADV_HUGEPAGE);
+    madvise (b, size, MADV_HUGEPAGE);
 #endif
   *cap = size;
   return b;
@@ -280,6 +283,20 @@ arena_init (struct blk_loop *l)
   }
   l->arena = a;
   l->arena_len = BLK_ARENA_SIZE;
+}
+
+/* vol_ioctx.buf_get and buf_put: the store's own pool I/O (a chunk's
+ * copy) takes its buffers where requests do. */
+static void *
+vctx_buf_get (struct vol_ioctx *ctx, size_t len, size_t *cap)
+{
+  return blk_buf_get (ctx->opaque, len, cap);
+}
+
+static void
+vctx_buf_put (struct vol_ioctx *ctx, void *buf, size_t cap)
+{
+  blk_buf_put (ctx->opaque, buf, cap);
 }
 
 /* vol_ioctx.post: called from any thread. */
@@ -565,7 +582,8 @@ blk_loops_start (unsigned n, char *err, size_t errlen)
       return -errno;
     }
     l->vctx = (struct vol_ioctx) { .store = blk_store, .ring = &l->ring, .tag = TAG_VOL,
-                                   .post = post_io, .opaque = l };
+                                   .post = post_io, .opaque = l,
+                                   .buf_get = vctx_buf_get, .buf_put = vctx_buf_put };
   }
   for (unsigned i = 0; i < n; i++) {
     int r = pthread_create (&blk_loops[i].thread, NULL, loop_thread, &blk_loops[i]);

@@ -45,6 +45,7 @@ struct vol_sub {
                                SUB_COW_*: the new chunk being filled */
   uint64_t chunk;           /* SUB_COW_*: which chunk of the volume */
   void *cowbuf;             /* SUB_COW_*: the chunk's data on its way */
+  size_t cowcap;            /* its size from vol_ioctx.buf_get, or 0 (the heap's) */
 };
 
 static inline uint64_t align_down (uint64_t x, uint64_t a) { return x & ~(a - 1); }
@@ -382,6 +383,34 @@ writes_whole (const struct vol_io *io, uint64_t c)
          && c - (io->offset >> st->chunk_shift) < 64;
 }
 
+/* A buffer for a chunk's copy: the context's (see vol_ioctx.buf_get),
+ * else the heap.  On io->ctx's thread, as cow_buf_put. */
+static void *
+cow_buf_get (struct vol_io *io, size_t *cap)
+{
+  struct vol_ioctx *ctx = io->ctx;
+  struct vol_store *st = io->vol->st;
+  void *b;
+  if (ctx->buf_get) {
+    b = ctx->buf_get (ctx, st->chunk_size, cap);
+    if (b && ((uintptr_t) b & (st->dio_align - 1)) == 0)
+      return b;
+    if (b)
+      ctx->buf_put (ctx, b, *cap);
+  }
+  *cap = 0;                         /* the heap's */
+  return posix_memalign (&b, st->dio_align, st->chunk_size) == 0 ? b : NULL;
+}
+
+static void
+cow_buf_put (struct vol_io *io, void *buf, size_t cap)
+{
+  if (cap)
+    io->ctx->buf_put (io->ctx, buf, cap);
+  else
+    free (buf);
+}
+
 /* Copy the chunks of io's range that are frozen (cow[] lists them) to new
  * pool chunks, or fill them with io's own data where it covers them whole.
  * Caller holds v->lock; releases it.  Returns 0 (the io runs again when
@@ -407,10 +436,12 @@ cow_start (struct vol_io *io, const uint64_t *cow, unsigned ncow)
       s->freed = phys;
       s->chunk = cow[i];
       s->cowbuf = NULL;
+      s->cowcap = 0;
       io->cow_whole |= 1ULL << (cow[i] - (io->offset >> st->chunk_shift));
       continue;
     }
-    if (posix_memalign (&buf, st->dio_align, st->chunk_size) != 0) {
+    size_t cap;
+    if ((buf = cow_buf_get (io, &cap)) == NULL) {
       chunk_release (st, phys, NULL);
       r = -ENOMEM;
       break;
@@ -422,13 +453,14 @@ cow_start (struct vol_io *io, const uint64_t *cow, unsigned ncow)
     s->freed = phys;
     s->chunk = cow[i];
     s->cowbuf = buf;
+    s->cowcap = cap;
   }
   if (r < 0) {                      /* undo what was set up */
     for (unsigned i = 0; i < io->nsubs; i++) {
       struct vol_sub *s = &io->subs[i];
       map_set (v, s->chunk, map_get (v, s->chunk) & ~ME_BUSY);
       chunk_release (st, s->freed, NULL);
-      free (s->cowbuf);
+      cow_buf_put (io, s->cowbuf, s->cowcap);
     }
     struct vol_io *w = v->excl_waiting;
     v->excl_waiting = NULL;
@@ -510,7 +542,7 @@ cow_publish (struct vol_io *io)
      * the next start rebuilds the pool from the store */
     if (io->result < 0 && !stored && ME_PHYS1 (map_get (v, s->chunk)) != s->freed + 1)
       chunk_release (st, s->freed, NULL);
-    free (s->cowbuf);
+    cow_buf_put (io, s->cowbuf, s->cowcap);
   }
   io->nsubs = 0;
   /* the copied entry may now be seen by nobody (a clone's source that no

@@ -220,6 +220,15 @@ struct vol_ioctx {
   bool pool_fixed;
   char *fixed_base;
   size_t fixed_len;
+  /* Optional, called on this context's thread: buffers for the store's
+   * own pool I/O (a chunk's copy), *cap set to the size handed out.  The
+   * owner of the ring hands out memory the disk takes in one request:
+   * a 1 MiB buffer of 4 KiB pages is more segments than a virtio disk
+   * takes (254), and the kernel then refuses it to io_uring's
+   * non-blocking path, so it waits for io_uring's worker threads, which
+   * write to a file one request at a time.  NULL: the heap. */
+  void *(*buf_get) (struct vol_ioctx *ctx, size_t len, size_t *cap);
+  void (*buf_put) (struct vol_ioctx *ctx, void *buf, size_t cap);
 };
 
 /* Register the store's pool file, and arena (len bytes, may be NULL) as

@@ -768,6 +768,76 @@ Test (volume, cow_whole_chunk_write)
   cr_expect (strstr (report, "(stopped cleanly)") != NULL, "check: %s", report);
 }
 
+/* A context's own buffers for a chunk's copy (vol_ioctx.buf_get): every
+ * one taken is given back, after a copy, a failed copy and a buffer the
+ * context handed out unaligned (the copy then takes the heap's). */
+static unsigned t_bufs_got, t_bufs_put, t_bufs_odd;
+
+static void *
+t_ctx_buf_get (struct vol_ioctx *ctx, size_t len, size_t *cap)
+{
+  (void) ctx;
+  char *b;
+  if (posix_memalign ((void **) &b, 4096, len + 4096) != 0)
+    return NULL;
+  t_bufs_got++;
+  *cap = len + 4096;
+  if (t_bufs_odd) {                 /* not aligned for O_DIRECT */
+    t_bufs_odd--;
+    return b + 512 + 1;
+  }
+  return b;
+}
+
+static void
+t_ctx_buf_put (struct vol_ioctx *ctx, void *buf, size_t cap)
+{
+  (void) ctx;
+  cr_assert_eq (cap % 4096, 0);
+  t_bufs_put++;
+  uintptr_t p = (uintptr_t) buf;
+  free ((void *) (p & ~(uintptr_t) 4095));
+}
+
+Test (volume, cow_buffers_from_context)
+{
+  t_open_store (64 * MiB, 1 * MiB);
+  t_ctx.buf_get = t_ctx_buf_get;
+  t_ctx.buf_put = t_ctx_buf_put;
+  t_create ("v", 8 * MiB);
+  struct vol_session s, ss;
+  struct volume *v = t_open ("v", &s);
+  cr_assert_eq (t_write_byte (v, 0, 4 * MiB, 0x11), 0);
+  struct vol_snap_info si;
+  char err[256] = "";
+  cr_assert_eq (vol_snapshot_create (t_st, "v", "s1", &si, err, sizeof err), 0, "%s", err);
+  /* two chunks copied, in one write */
+  cr_assert_eq (t_write_byte (v, 1 * MiB - 4096, 8192, 0x22), 0);
+  cr_expect_eq (t_bufs_got, 2);
+  cr_expect_eq (t_bufs_put, 2);
+  /* a copy whose read fails */
+  cr_assert_eq (vol_fault_set (NULL, VOL_OP_READ, EIO, 1), 0);
+  cr_expect_eq (t_write_byte (v, 2 * MiB, 4096, 0x33), -EIO);
+  cr_assert_eq (vol_fault_set (NULL, VOL_OP_READ, 0, 0), 0);
+  cr_expect_eq (t_bufs_got, 3);
+  cr_expect_eq (t_bufs_put, 3);
+  /* the context hands out an unaligned buffer: given back, the heap's used */
+  t_bufs_odd = 1;
+  cr_assert_eq (t_write_byte (v, 3 * MiB + 4096, 4096, 0x44), 0);
+  cr_expect_eq (t_bufs_got, 4);
+  cr_expect_eq (t_bufs_put, 4);
+  t_expect_bytes (v, 0, 1 * MiB - 4096, 0x11);
+  t_expect_bytes (v, 1 * MiB - 4096, 8192, 0x22);
+  t_expect_bytes (v, 1 * MiB + 4096, 2 * MiB, 0x11);
+  t_expect_bytes (v, 3 * MiB + 4096, 4096, 0x44);
+  t_expect_bytes (v, 3 * MiB + 8192, 1 * MiB - 8192, 0x11);
+  struct volume *sv = t_open ("v@s1", &ss);
+  t_expect_bytes (sv, 0, 4 * MiB, 0x11);
+  vol_close (sv, &ss);
+  vol_close (v, &s);
+  t_close_store ();
+}
+
 Test (volume, aligned_write_read_and_allocation)
 {
   t_open_store (64 * MiB, 1 * MiB);
