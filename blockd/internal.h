@@ -63,7 +63,8 @@ enum {
 
 #define BLK_ARENA_SIZE  (16u << 20)
 #define BLK_ARENA_ALIGN (2u << 20)
-#define BLK_HUGE_MIN    (1u << 20)      /* heap buffers from here get huge pages */
+#define BLK_HUGE_MIN    (1u << 20)      /* a chunk's copy from here takes huge pages */
+#define BLK_COPY_KEEP   4               /* copy buffers a loop keeps for reuse */
 #define BLK_BUF_MIN_SHIFT 12            /* 4 KiB */
 #define BLK_BUF_CLASSES 9               /* 4 KiB .. 1 MiB */
 
@@ -101,6 +102,10 @@ struct blk_loop {
   char *arena;
   size_t arena_len, arena_used;
   void *buf_free[BLK_BUF_CLASSES];
+  /* a few chunk-copy buffers kept for the next copy (vctx_buf_put) */
+  void *copy_free[BLK_COPY_KEEP];
+  size_t copy_cap[BLK_COPY_KEEP];
+  unsigned ncopy_free;
 
   atomic_bool stopping;
   bool listeners_closed;

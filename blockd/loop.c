@@ -206,20 +206,17 @@ blk_buf_get (struct blk_loop *l, size_t len, size_t *cap)
       return b;
     }
   }
-  /* Outside the arena a buffer of BLK_HUGE_MIN or more gets huge pages
-   * too, for the arena's reason (below): 4M reads 2.07x, 4M writes
-   * 1.15-1.18x (docs/BENCHMARKS.md, ninth pass); and a chunk's copy
-   * when the arena is full (twelfth pass).  It takes whole huge pages. */
+  /* Outside the arena a buffer of 2 MiB or more gets huge pages too, for
+   * the arena's reason (below): 4M reads 2.07x, 4M writes 1.15-1.18x
+   * (docs/BENCHMARKS.md, ninth pass). */
   size_t size = len < 4096 ? 4096 : (len + 4095) & ~(size_t) 4095;
-  size_t align = size >= BLK_HUGE_MIN ? BLK_ARENA_ALIGN : 4096;
-  if (align == BLK_ARENA_ALIGN)
-    size = (size + BLK_ARENA_ALIGN - 1) & ~(size_t) (BLK_ARENA_ALIGN - 1);
+  size_t align = size >= BLK_ARENA_ALIGN ? BLK_ARENA_ALIGN : 4096;
   void *b;
   if (posix_memalign (&b, align, size) != 0)
     return NULL;
 #ifdef MADV_HUGEPAGE
   if (align == BLK_ARENA_ALIGN)
-    madvise (b, size, MADV_HUGEPAGE);
+    madvise (b, size & ~(size_t) (BLK_ARENA_ALIGN - 1), MADV_HUGEPAGE);
 #endif
   *cap = size;
   return b;
@@ -285,18 +282,45 @@ arena_init (struct blk_loop *l)
   l->arena_len = BLK_ARENA_SIZE;
 }
 
-/* vol_ioctx.buf_get and buf_put: the store's own pool I/O (a chunk's
- * copy) takes its buffers where requests do. */
+/* vol_ioctx.buf_get and buf_put: buffers for the store's own pool I/O (a
+ * chunk's copy).  One of BLK_HUGE_MIN or more is a whole number of huge
+ * pages from the heap (blk_buf_get's path for 2 MiB and more), so that the
+ * disk takes it in one request (see vol_ioctx.buf_get), and copies do not
+ * carve the arena that requests use into large pieces.  Under ASan it is
+ * exactly as long as asked, so that an overrun is caught. */
 static void *
 vctx_buf_get (struct vol_ioctx *ctx, size_t len, size_t *cap)
 {
-  return blk_buf_get (ctx->opaque, len, cap);
+  struct blk_loop *l = ctx->opaque;
+#ifndef ARENA_OFF
+  if (len >= BLK_HUGE_MIN)
+    len = (len + BLK_ARENA_ALIGN - 1) & ~(size_t) (BLK_ARENA_ALIGN - 1);
+#endif
+  /* a kept one of the same size: no fresh pages to fault in and zero
+   * (4k writes at QD1 right after a snapshot: p99 0.82-0.95 ms without,
+   * 0.43-0.72 ms with; docs/BENCHMARKS.md, twelfth pass) */
+  for (unsigned i = 0; i < l->ncopy_free; i++)
+    if (l->copy_cap[i] == len) {
+      void *b = l->copy_free[i];
+      *cap = len;
+      l->ncopy_free--;
+      l->copy_free[i] = l->copy_free[l->ncopy_free];
+      l->copy_cap[i] = l->copy_cap[l->ncopy_free];
+      return b;
+    }
+  return blk_buf_get (l, len, cap);
 }
 
 static void
 vctx_buf_put (struct vol_ioctx *ctx, void *buf, size_t cap)
 {
-  blk_buf_put (ctx->opaque, buf, cap);
+  struct blk_loop *l = ctx->opaque;
+  if (l->ncopy_free < BLK_COPY_KEEP && !in_arena (l, buf)) {
+    l->copy_free[l->ncopy_free] = buf;
+    l->copy_cap[l->ncopy_free++] = cap;
+    return;
+  }
+  blk_buf_put (l, buf, cap);
 }
 
 /* vol_ioctx.post: called from any thread. */
@@ -623,6 +647,8 @@ blk_loops_stop (void)
       close (l->inbox_fds[j]);
     free (l->inbox_fds);
     io_uring_queue_exit (&l->ring);
+    while (l->ncopy_free)
+      free (l->copy_free[--l->ncopy_free]);
     free (l->arena);
     close (l->efd);
     pthread_mutex_destroy (&l->inbox_lock);

@@ -8,11 +8,14 @@
 #    chunk size in CHUNKS (default "64K 256K 1M"): the first write to a shared
 #    chunk copies the whole chunk, so small chunks cost less per write and
 #    more in metadata.
+#    At QD1 as well (IOPS and p99), each run after a snapshot of its own.
 # 3. Large writes after a snapshot: 1 GiB written whole with 1M writes at
 #    QD4, and with 4M writes at QD1 (a client with one request in flight, whose
 #    large writes blockd cuts into pieces), right after a snapshot froze it,
 #    against the same overwrite with no snapshot (1 MiB chunks; ROUNDS,
 #    default 3): a write that covers a chunk whole needs no copy of it.
+# 4. First writes to a new volume: 4k randwrite QD32 on a volume just
+#    created, against the same once written whole (ROUNDS).
 # Prints Markdown tables and appends nothing anywhere: copy the figures
 # into docs/BENCHMARKS.md.
 # QUICK=1 (a smoke run, as for make bench QUICK=1): 1 and 2 GiB, 3 s runs.
@@ -61,10 +64,11 @@ seqwrite () {   # seqwrite VOL BS QD: MiB/s of sequential writes over the first 
         --size=1g --output-format=json 2>>"$W/log" \
         | $PY -c 'import json,sys; t=sys.stdin.read(); print(int(json.loads(t[t.index("{"):])["jobs"][0]["write"]["bw"] / 1024))'
 }
-randwrite () {   # IOPS of 4k randwrite QD32 over the first GiB
-    fio --name=rw --ioengine=nbd --uri="nbd://127.0.0.1:$NP/$1" --rw=randwrite --bs=4k --iodepth=32 \
+randwrite () {   # randwrite VOL [QD [p99]]: IOPS of 4k randwrite (QD32) over the first GiB, or its p99 in µs
+    fio --name=rw --ioengine=nbd --uri="nbd://127.0.0.1:$NP/$1" --rw=randwrite --bs=4k --iodepth="${2:-32}" \
         --size=1g --runtime="$RUNTIME" --time_based --output-format=json 2>>"$W/log" \
-        | $PY -c 'import json,sys; t=sys.stdin.read(); print(int(json.loads(t[t.index("{"):])["jobs"][0]["write"]["iops"]))'
+        | $PY -c 'import json,sys; t=sys.stdin.read(); w=json.loads(t[t.index("{"):])["jobs"][0]["write"]
+print(int(w["clat_ns"]["percentile"]["99.000000"] / 1000) if sys.argv[1] else int(w["iops"]))' "${3:-}"
 }
 
 echo "## Snapshot create time against written data"
@@ -84,8 +88,11 @@ echo
 echo "fio 4k randwrite QD32, ${RUNTIME} s, over 1 GiB written once; 'after snapshot' starts right"
 echo "after a snapshot froze all of it, so early writes each copy a whole chunk."
 echo
-echo "| chunk size | plain volume IOPS | after snapshot IOPS | ratio |"
-echo "|---|---|---|---|"
+echo "The QD1 columns run the same at queue depth 1, after a second snapshot froze it all again,"
+echo "and give IOPS and the p99 completion latency."
+echo
+echo "| chunk size | plain volume IOPS | after snapshot IOPS | ratio | QD1 plain | QD1 after snapshot | ratio | QD1 p99 plain | QD1 p99 after snapshot |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for c in $CHUNKS; do
     start "$c"
     api POST /v1/volumes '{"name":"plain","size":"1G"}'
@@ -94,7 +101,12 @@ for c in $CHUNKS; do
     p=$(randwrite plain)
     api POST /v1/volumes/snapd/snapshots '{"name":"s"}'
     s=$(randwrite snapd)
-    echo "| $c | $p | $s | $($PY -c "print('%.2f' % ($s / $p))") |"
+    p1=$(randwrite plain 1); p99p=$(randwrite plain 1 p99)
+    api POST /v1/volumes/snapd/snapshots '{"name":"t"}'
+    s1=$(randwrite snapd 1)
+    api POST /v1/volumes/snapd/snapshots '{"name":"u"}'
+    p99s=$(randwrite snapd 1 p99)
+    echo "| $c | $p | $s | $($PY -c "print('%.2f' % ($s / $p))") | $p1 | $s1 | $($PY -c "print('%.2f' % ($s1 / $p1))") | $p99p µs | $p99s µs |"
 done
 echo
 echo "## Large writes right after a snapshot"
@@ -118,5 +130,24 @@ while [ $r -le "${ROUNDS:-3}" ]; do
         api DELETE "/v1/snapshots/seq@s$r"
         echo "| $r | $1 QD$2 | $p | $s | $($PY -c "print('%.2f' % ($s / $p))") |"
     done
+    r=$((r + 1))
+done
+echo
+echo "## First writes to a new volume"
+echo
+echo "fio 4k randwrite QD32, ${RUNTIME} s, on a volume just created (every chunk's first write"
+echo "allocates it), against the same volume once it is written whole (1 MiB chunks)."
+echo
+echo "| round | new volume IOPS | written volume IOPS | ratio |"
+echo "|---|---|---|---|"
+start 1M
+r=1
+while [ $r -le "${ROUNDS:-3}" ]; do
+    api POST /v1/volumes "{\"name\":\"new$r\",\"size\":\"1G\"}"
+    n=$(randwrite "new$r")
+    fill "new$r" 1
+    o=$(randwrite "new$r")
+    api DELETE "/v1/volumes/new$r"
+    echo "| $r | $n | $o | $($PY -c "print('%.2f' % ($n / $o))") |"
     r=$((r + 1))
 done

@@ -89,6 +89,8 @@ struct vol_store {
   pthread_mutex_t alloc_lock;       /* the allocator */
   uint64_t *bitmap;                 /* 1 = in use, being freed, or in limbo */
   uint64_t alloc_hint, nfree;
+  uint64_t ahead_group;             /* group of the chunk last handed out (alloc_ahead) */
+  atomic_bool ahead_off;            /* the filesystem cannot allocate ahead */
   struct limbo_chunk { uint32_t phys; uint64_t seq; } *limbo;
   size_t nlimbo, caplimbo;
   _Atomic uint32_t *pins;
@@ -158,7 +160,9 @@ struct volume *find_volume_or_err (struct vol_store *st, const char *name_or_id,
 unsigned volume_retire (struct volume *v, bool force);
 int registry_add (struct vol_store *st, struct volume *v);
 void fill_info (struct volume *v, struct vol_info *vi);
-int alloc_chunk (struct vol_store *st, uint32_t *phys);
+/* ctx (may be NULL): the caller's ring, on which the allocator may ask the
+ * filesystem to allocate the blocks of the chunks it hands out next. */
+int alloc_chunk (struct vol_store *st, uint32_t *phys, struct vol_ioctx *ctx);
 void alloc_free (struct vol_store *st, uint32_t phys);
 void alloc_promote (struct vol_store *st, uint64_t synced);
 /* Drop the volume's claim on phys: frees it now, or when its pins drain.
@@ -233,10 +237,10 @@ int meta_log_sync (struct vol_store *st);
 /* Every SQE the store submits carries a pointer to a struct whose first
  * member is one of these kinds. */
 enum sub_kind { SUB_READ, SUB_WRITE, SUB_RMW_READ, SUB_FALLOC, SUB_FREE, SUB_COW_READ,
-                SUB_COW_WRITE, SUB_RELEASE };
+                SUB_COW_WRITE, SUB_RELEASE, SUB_AHEAD };
 struct release_op {
-  int kind;                         /* SUB_RELEASE */
-  uint32_t phys;
+  int kind;                         /* SUB_RELEASE, SUB_AHEAD */
+  uint32_t phys;                    /* SUB_AHEAD: the group */
   struct vol_ioctx *ctx;
 };
 

@@ -206,7 +206,7 @@ vol_write_copies (struct volume *v, uint64_t offset, uint64_t length)
 /* Map chunk for writing: allocate it on first write.  The entry must not be
  * frozen.  Caller holds v->lock.  Returns phys + 1, or -errno. */
 static int64_t
-map_for_write (struct volume *v, uint64_t chunk)
+map_for_write (struct volume *v, uint64_t chunk, struct vol_ioctx *ctx)
 {
   struct vol_store *st = v->st;
   ment_t e = map_get (v, chunk);
@@ -215,7 +215,7 @@ map_for_write (struct volume *v, uint64_t chunk)
   if (v->deleted)
     return -ESHUTDOWN;
   uint32_t phys;
-  int r = alloc_chunk (st, &phys);
+  int r = alloc_chunk (st, &phys, ctx);
   if (r < 0)
     return r;
   struct lineage *l = v->lin;
@@ -425,7 +425,7 @@ cow_start (struct vol_io *io, const uint64_t *cow, unsigned ncow)
     ment_t e = map_get (v, cow[i]);
     uint32_t phys;
     void *buf = NULL;
-    if ((r = alloc_chunk (st, &phys)) < 0)
+    if ((r = alloc_chunk (st, &phys, io->ctx)) < 0)
       break;
     if (writes_whole (io, cow[i])) {
       /* the write's own bytes for this chunk go to the new one */
@@ -656,7 +656,7 @@ do_write (struct vol_io *io)
       pos += len;                   /* a copy-on-write wrote it already */
       continue;
     }
-    int64_t p = map_for_write (v, chunk);
+    int64_t p = map_for_write (v, chunk, io->ctx);
     if (p < 0) {
       r = (int) p;
       break;
@@ -815,7 +815,7 @@ do_zero (struct vol_io *io)
     }
     int mode;
     if (p == 0) {
-      int64_t q = map_for_write (v, chunk);
+      int64_t q = map_for_write (v, chunk, io->ctx);
       if (q < 0) {
         r = (int) q;
         break;
@@ -898,7 +898,7 @@ void
 vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
 {
   struct vol_sub *s = (struct vol_sub *) (uintptr_t) (cqe->user_data & ~VOL_UD_TAG_MASK);
-  if (s->kind == SUB_RELEASE) {
+  if (s->kind == SUB_RELEASE || s->kind == SUB_AHEAD) {
     io_release_cqe (ctx->store, cqe);
     return;
   }

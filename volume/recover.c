@@ -217,6 +217,7 @@ open_pool (struct vol_store *st, uint64_t want, uint64_t recorded, char *err, si
     log_warn ("%s: the filesystem refuses O_DIRECT; using the page cache (slower, "
               "and FLUSH has to write it back)", path);
     st->pool_fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    st->ahead_off = true;         /* what it is for is O_DIRECT's (store.c) */
   }
   if (st->pool_fd < 0) {
     set_err (err, errlen, "cannot open pool file %s: %s", path, strerror (errno));
@@ -551,6 +552,7 @@ store_alloc (const char *dir)
     return NULL;
   snprintf (st->dir, sizeof st->dir, "%s", dir);
   st->pool_fd = -1;
+  st->ahead_group = UINT64_MAX;
   pthread_mutex_init (&st->lock, NULL);
   pthread_mutex_init (&st->alloc_lock, NULL);
   st->wopts = rocksdb_writeoptions_create ();

@@ -220,9 +220,76 @@ alloc_promote (struct vol_store *st, uint64_t synced)
   pthread_mutex_unlock (&st->alloc_lock);
 }
 
+/* ---- allocating ahead ----------------------------------------------------------
+ * A write into a hole of the pool file has the filesystem allocate blocks,
+ * and ext4 does that only with the file locked for that write alone: the
+ * write cannot take io_uring's non-blocking path, it waits for io_uring's
+ * worker threads (which write to one file one request at a time), and
+ * every other I/O on the pool waits for the lock.  Every first write to a
+ * chunk of a new volume, and every copy-on-write, was such a write.  So
+ * while the allocator hands out the chunks of one group of AHEAD_BYTES, it
+ * has the filesystem allocate that group and the next (unwritten extents:
+ * they read as zeros; blocks already in use are left as they are) with an
+ * asynchronous fallocate on the caller's ring.  Chunks given back are
+ * still punched, so the pool file stays thin beyond the groups in use. */
+#define AHEAD_BYTES (256ull << 20)
+
+static uint64_t
+ahead_chunks (const struct vol_store *st)
+{
+  uint64_t n = AHEAD_BYTES >> st->chunk_shift;
+  return n ? n : 1;
+}
+
+/* Ask for count groups from group on, on ctx's ring. */
+static void
+alloc_ahead (struct vol_store *st, uint64_t group, unsigned count, struct vol_ioctx *ctx)
+{
+  uint64_t per = ahead_chunks (st);
+  uint64_t ngroups = (st->nchunks + per - 1) / per;
+  for (uint64_t k = 0; k < count && k < ngroups; k++) {
+    uint64_t g = (group + k) % ngroups;
+    uint64_t first = g * per, n = st->nchunks - first < per ? st->nchunks - first : per;
+    struct io_uring_sqe *sqe = io_uring_get_sqe (ctx->ring);
+    struct release_op *op = sqe ? malloc (sizeof *op) : NULL;
+    if (op == NULL) {
+      if (sqe) {
+        io_uring_prep_nop (sqe);
+        io_uring_sqe_set_data64 (sqe, 0);
+      }
+      /* no room now: ask again with the next chunk */
+      pthread_mutex_lock (&st->alloc_lock);
+      st->ahead_group = UINT64_MAX;
+      pthread_mutex_unlock (&st->alloc_lock);
+      return;
+    }
+    op->kind = SUB_AHEAD;
+    op->phys = (uint32_t) g;
+    op->ctx = ctx;
+    io_uring_prep_fallocate (sqe, st->pool_fd, FALLOC_FL_KEEP_SIZE, first << st->chunk_shift,
+                             n << st->chunk_shift);
+    io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) op | ctx->tag);
+    ctx->background++;
+  }
+}
+
+static void
+ahead_done (struct vol_store *st, struct release_op *op, int res)
+{
+  if (res == -EOPNOTSUPP || res == -ENOSYS || res == -EINVAL) {
+    if (!atomic_exchange (&st->ahead_off, true))
+      log_info ("%s/pool.dat: the filesystem does not allocate ahead (%s); first writes to "
+                "chunks allocate their own blocks", st->dir, strerror (-res));
+  }
+  else if (res < 0)
+    log_error_ratelimited ("%s/pool.dat: allocating the blocks of chunks %llu and on: %s",
+                           st->dir, (unsigned long long) op->phys * ahead_chunks (st),
+                           strerror (-res));
+}
+
 /* Returns 0 and a free chunk in *phys (now in use), or -ENOSPC. */
 int
-alloc_chunk (struct vol_store *st, uint32_t *phys)
+alloc_chunk (struct vol_store *st, uint32_t *phys, struct vol_ioctx *ctx)
 {
   pthread_mutex_lock (&st->alloc_lock);
   if (st->nfree == 0 && st->nlimbo) {
@@ -249,7 +316,18 @@ alloc_chunk (struct vol_store *st, uint32_t *phys)
     bit_set (st->bitmap, i);
     st->nfree--;
     st->alloc_hint = i + 1;
+    /* Into a new group: ask for the next one.  And for this one too,
+     * unless it was the next one when the last group was entered. */
+    uint64_t per = ahead_chunks (st), ngroups = (st->nchunks + per - 1) / per;
+    uint64_t group = i / per, prev = st->ahead_group;
+    bool ahead = ctx && group != prev && !atomic_load (&st->ahead_off);
+    if (ahead)
+      st->ahead_group = group;
     pthread_mutex_unlock (&st->alloc_lock);
+    if (ahead) {
+      bool asked = prev != UINT64_MAX && (prev + 1) % ngroups == group;
+      alloc_ahead (st, asked ? group + 1 : group, asked ? 1 : 2, ctx);
+    }
     *phys = (uint32_t) i;
     return 0;
   }
@@ -313,8 +391,10 @@ chunk_release (struct vol_store *st, uint32_t phys, struct vol_ioctx *ctx)
       ctx->background++;
       return;
     }
-    if (sqe)   /* no memory: turn the SQE into a no-op, punch synchronously */
+    if (sqe) {   /* no memory: turn the SQE into a no-op, punch synchronously */
       io_uring_prep_nop (sqe);
+      io_uring_sqe_set_data64 (sqe, 0);
+    }
   }
   int r = punch (st, (uint64_t) phys << st->chunk_shift, st->chunk_size);
   if (r < 0)
@@ -328,7 +408,9 @@ void
 io_release_cqe (struct vol_store *st, struct io_uring_cqe *cqe)
 {
   struct release_op *op = (struct release_op *) (uintptr_t) (cqe->user_data & ~VOL_UD_TAG_MASK);
-  if (cqe->res < 0)
+  if (op->kind == SUB_AHEAD)
+    ahead_done (st, op, cqe->res);
+  else if (cqe->res < 0)
     log_error_ratelimited ("punching chunk %u: %s (space stays in use until restart)",
                            op->phys, strerror (-cqe->res));
   else

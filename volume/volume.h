@@ -212,8 +212,9 @@ struct vol_ioctx {
    * call vol_io_resume(io).  Used for flush completions and wake-ups. */
   void (*post) (struct vol_ioctx *ctx, struct vol_io *io);
   void *opaque;
-  unsigned background;    /* store-internal SQEs in flight (chunk releases): a
-                             loop must not exit before this is 0 */
+  unsigned background;    /* store-internal SQEs in flight (chunk releases,
+                             allocation ahead): a loop must not exit before
+                             this is 0 */
   /* set by vol_ioctx_register: the pool is registered file 0 of ring, and
    * data buffers inside [fixed_base, fixed_base + fixed_len) are in its
    * registered buffer 0 */

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -111,7 +112,7 @@ static void
 t_settle (int quiet_ms)
 {
   int64_t deadline = t_now_ns () + T_TIMEOUT_NS;
-  while (t_turn (quiet_ms) > 0 || io_uring_sq_ready (t_loop->ring) > 0)
+  while (t_turn (quiet_ms) > 0 || io_uring_sq_ready (t_loop->ring) > 0 || t_loop->background)
     cr_assert_lt (t_now_ns (), deadline, "the ring never went quiet");
 }
 
@@ -836,6 +837,55 @@ Test (volume, cow_buffers_from_context)
   vol_close (sv, &ss);
   vol_close (v, &s);
   t_close_store ();
+}
+
+/* The allocator has the filesystem allocate the chunks it hands out next
+ * (store.c, "allocating ahead"): after one 4 KiB write to a new store the
+ * pool file holds the blocks of the first two groups of 256 MiB, which
+ * read as zeros, and no more; a chunk from the second group asks for the
+ * third. */
+static uint64_t
+t_pool_file_bytes (void)
+{
+  char path[PATH_MAX];
+  snprintf (path, sizeof path, "%s/pool.dat", t_dir);
+  struct stat sb;
+  cr_assert_eq (stat (path, &sb), 0);
+  return (uint64_t) sb.st_blocks * 512;
+}
+
+Test (volume, pool_allocated_ahead)
+{
+  t_open_store (1024 * MiB, 1 * MiB);
+  t_create ("v", 512 * MiB);
+  struct vol_session s;
+  struct volume *v = t_open ("v", &s);
+  cr_expect_lt (t_pool_file_bytes (), 1 * MiB, "a new pool holds no blocks");
+  cr_assert_eq (t_write_byte (v, 400 * MiB, 4096, 0x5a), 0);
+  t_settle (20);                    /* the allocation ahead included */
+  uint64_t held = t_pool_file_bytes ();
+  bool ahead = held >= 4 * MiB;
+  if (!ahead)
+    cr_log_warn ("the filesystem under %s did not allocate ahead", t_dir);
+  else {
+    cr_expect_geq (held, 512 * MiB, "pool file holds %llu bytes", (unsigned long long) held);
+    cr_expect_lt (held, 514 * MiB, "pool file holds %llu bytes", (unsigned long long) held);
+  }
+  t_expect_bytes (v, 0, 4 * MiB, 0);
+  t_expect_bytes (v, 400 * MiB, 4096, 0x5a);
+  t_expect_bytes (v, 400 * MiB + 4096, 1 * MiB - 4096, 0);
+  for (unsigned i = 0; i < 256; i++)   /* pool chunks 1 to 256: into the second group */
+    cr_assert_eq (t_write_byte (v, (uint64_t) i * MiB, 4096, 0x11), 0);
+  t_settle (20);
+  if (ahead)
+    cr_expect_geq (t_pool_file_bytes (), 768 * MiB, "pool file holds %llu bytes",
+                   (unsigned long long) t_pool_file_bytes ());
+  t_expect_bytes (v, 255 * MiB, 4096, 0x11);
+  t_expect_bytes (v, 255 * MiB + 4096, 1 * MiB - 4096, 0);
+  vol_close (v, &s);
+  t_close_store ();
+  char report[4096] = "";
+  cr_expect_eq (t_check (t_dir, report, sizeof report), 0, "check: %s", report);
 }
 
 Test (volume, aligned_write_read_and_allocation)
