@@ -92,6 +92,11 @@ struct blk_loop {
   uint64_t last_io_ns;            /* when a data-path completion was last seen */
   bool taskrun_flag;              /* IORING_SETUP_TASKRUN_FLAG: poll_events works */
   bool poll_pays;                 /* the last poll, or sleep, ended within poll_us */
+  /* Does polling bring the next event sooner on this host?  Waits where
+   * the loop may poll are timed both ways now and then (poll_mode). */
+  uint64_t waits;                 /* waits where the loop may poll, so far */
+  uint64_t wait_ns[2], wait_n[2]; /* this trial: [0] slept, [1] polled */
+  bool poll_wins;
   unsigned inflight;              /* NBD requests read and not yet answered, all connections */
   uint64_t inflight_bytes;        /* their data buffers' bytes */
   uint64_t kept_large;            /* bytes of large request buffers kept for reuse */
