@@ -241,35 +241,50 @@ ahead_chunks (const struct vol_store *st)
   return n ? n : 1;
 }
 
-/* Ask for count groups from group on, on ctx's ring. */
+/* Queue fallocate (mode, off, len) on ctx's ring as a store-internal op
+ * (kind, phys), finished by io_release_cqe.  False if there was no SQE or
+ * no memory: nothing is queued. */
+static bool
+background_fallocate (struct vol_store *st, struct vol_ioctx *ctx, int kind, uint32_t phys,
+                      int mode, uint64_t off, uint64_t len)
+{
+  struct io_uring_sqe *sqe = io_uring_get_sqe (ctx->ring);
+  struct release_op *op = sqe ? malloc (sizeof *op) : NULL;
+  if (op == NULL) {
+    if (sqe) {   /* a no-op that no completion handler will look at */
+      io_uring_prep_nop (sqe);
+      io_uring_sqe_set_data64 (sqe, 0);
+    }
+    return false;
+  }
+  op->kind = kind;
+  op->phys = phys;
+  op->ctx = ctx;
+  io_uring_prep_fallocate (sqe, st->pool_fd, mode, off, len);
+  io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) op | ctx->tag);
+  ctx->background++;
+  return true;
+}
+
+/* The allocator entered group (from prev, or UINT64_MAX): ask for the next
+ * group, and for this one too unless it was asked for as the next one. */
 static void
-alloc_ahead (struct vol_store *st, uint64_t group, unsigned count, struct vol_ioctx *ctx)
+alloc_ahead (struct vol_store *st, uint64_t group, uint64_t prev, struct vol_ioctx *ctx)
 {
   uint64_t per = ahead_chunks (st);
   uint64_t ngroups = (st->nchunks + per - 1) / per;
-  for (uint64_t k = 0; k < count && k < ngroups; k++) {
+  bool asked = prev != UINT64_MAX && (prev + 1) % ngroups == group;
+  for (uint64_t k = asked ? 1 : 0; k < 2 && k < ngroups; k++) {
     uint64_t g = (group + k) % ngroups;
     uint64_t first = g * per, n = st->nchunks - first < per ? st->nchunks - first : per;
-    struct io_uring_sqe *sqe = io_uring_get_sqe (ctx->ring);
-    struct release_op *op = sqe ? malloc (sizeof *op) : NULL;
-    if (op == NULL) {
-      if (sqe) {
-        io_uring_prep_nop (sqe);
-        io_uring_sqe_set_data64 (sqe, 0);
-      }
+    if (!background_fallocate (st, ctx, SUB_AHEAD, (uint32_t) g, FALLOC_FL_KEEP_SIZE,
+                               first << st->chunk_shift, n << st->chunk_shift)) {
       /* no room now: ask again with the next chunk */
       pthread_mutex_lock (&st->alloc_lock);
       st->ahead_group = UINT64_MAX;
       pthread_mutex_unlock (&st->alloc_lock);
       return;
     }
-    op->kind = SUB_AHEAD;
-    op->phys = (uint32_t) g;
-    op->ctx = ctx;
-    io_uring_prep_fallocate (sqe, st->pool_fd, FALLOC_FL_KEEP_SIZE, first << st->chunk_shift,
-                             n << st->chunk_shift);
-    io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) op | ctx->tag);
-    ctx->background++;
   }
 }
 
@@ -316,18 +331,13 @@ alloc_chunk (struct vol_store *st, uint32_t *phys, struct vol_ioctx *ctx)
     bit_set (st->bitmap, i);
     st->nfree--;
     st->alloc_hint = i + 1;
-    /* Into a new group: ask for the next one.  And for this one too,
-     * unless it was the next one when the last group was entered. */
-    uint64_t per = ahead_chunks (st), ngroups = (st->nchunks + per - 1) / per;
-    uint64_t group = i / per, prev = st->ahead_group;
+    uint64_t group = i / ahead_chunks (st), prev = st->ahead_group;
     bool ahead = ctx && group != prev && !atomic_load (&st->ahead_off);
     if (ahead)
       st->ahead_group = group;
     pthread_mutex_unlock (&st->alloc_lock);
-    if (ahead) {
-      bool asked = prev != UINT64_MAX && (prev + 1) % ngroups == group;
-      alloc_ahead (st, asked ? group + 1 : group, asked ? 1 : 2, ctx);
-    }
+    if (ahead)
+      alloc_ahead (st, group, prev, ctx);
     *phys = (uint32_t) i;
     return 0;
   }
@@ -378,24 +388,11 @@ void
 chunk_release (struct vol_store *st, uint32_t phys, struct vol_ioctx *ctx)
 {
   atomic_store (&st->pins[phys], 0);
-  if (ctx) {
-    struct io_uring_sqe *sqe = io_uring_get_sqe (ctx->ring);
-    struct release_op *op = sqe ? malloc (sizeof *op) : NULL;
-    if (op) {
-      op->kind = SUB_RELEASE;
-      op->phys = phys;
-      io_uring_prep_fallocate (sqe, st->pool_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                               (uint64_t) phys << st->chunk_shift, st->chunk_size);
-      io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) op | ctx->tag);
-      op->ctx = ctx;
-      ctx->background++;
-      return;
-    }
-    if (sqe) {   /* no memory: turn the SQE into a no-op, punch synchronously */
-      io_uring_prep_nop (sqe);
-      io_uring_sqe_set_data64 (sqe, 0);
-    }
-  }
+  if (ctx && background_fallocate (st, ctx, SUB_RELEASE, phys,
+                                   FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                   (uint64_t) phys << st->chunk_shift, st->chunk_size))
+    return;
+  /* no ring, no SQE or no memory: punch here */
   int r = punch (st, (uint64_t) phys << st->chunk_shift, st->chunk_size);
   if (r < 0)
     log_error_ratelimited ("punching chunk %u: %s (space stays in use until restart)",

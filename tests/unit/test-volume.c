@@ -778,9 +778,7 @@ static void *
 t_ctx_buf_get (struct vol_ioctx *ctx, size_t len, size_t *cap)
 {
   (void) ctx;
-  char *b;
-  if (posix_memalign ((void **) &b, 4096, len + 4096) != 0)
-    return NULL;
+  char *b = t_buf (len + 4096);
   t_bufs_got++;
   *cap = len + 4096;
   if (t_bufs_odd) {                 /* not aligned for O_DIRECT */
