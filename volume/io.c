@@ -51,6 +51,10 @@ struct vol_sub {
 static inline uint64_t align_down (uint64_t x, uint64_t a) { return x & ~(a - 1); }
 static inline uint64_t align_up (uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
 
+/* pool SQEs of one context in flight up to which a read is submitted at
+ * once (sub_submit) */
+#define READ_AT_ONCE 4
+
 static struct io_uring_sqe *
 get_sqe (struct io_uring *ring)
 {
@@ -142,20 +146,24 @@ sub_submit (struct vol_io *io, struct vol_sub *s, void *base)
     sqe->flags |= IOSQE_FIXED_FILE;
   io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) s | ctx->tag);
   io->pending++;
-  /* A client's read goes to the kernel as soon as it is prepared, not with
-   * the rest of the loop's batch.  A client's queue tends to move in rounds:
-   * its requests arrive together, and submitted together they enter the
-   * kernel under one block plug, so the first reaches the disk only once the
-   * last has been prepared; large sequential ones are merged into one disk
-   * request and finish together (128k reads at QD8: 8 reads per disk
-   * request, 0.6 requests on the disk on average).  One at a time they
-   * overlap like a local queue's, at the price of an io_uring_enter and a
-   * virtio notification each: two A/Bs of 5 rounds at 4k, randread QD32
-   * +5% (ahead in 7 of 10 rounds), 70/30 QD16 +8..11% (8 of 10), 4
-   * connections +7%, for ~0.1 more server CPU-s/s.  Writes stay batched: a
-   * cap of 8 per enter lost in 5 of 5 rounds (docs/BENCHMARKS.md, sixth
-   * pass).  The block layer still merges what has to wait for a busy disk. */
-  if (s->kind == SUB_READ)
+  /* A client's read goes to the kernel as soon as it is prepared while the
+   * disk has little of this loop's work, and with the loop's batch once it
+   * has enough.  A client's queue tends to move in rounds: its requests
+   * arrive together, and submitted together they enter the kernel under one
+   * block plug, so the first reaches the disk only once the last has been
+   * prepared (large sequential ones merged into one disk request, finishing
+   * together).  Submitted at once, the first of a round starts while the
+   * rest are prepared (sixth pass: randread QD32 +5%, 70/30 QD16 +8..11%).
+   * But each submit costs an io_uring_enter and a virtio notification, a
+   * VM exit that took a third of the server's CPU at 4k QD32 on the machine
+   * of the thirteenth pass.  With READ_AT_ONCE in flight the disk has work,
+   * and waiting for the batch costs it nothing.  There, against every read
+   * at once (5 rounds): one notification per 1.9 reads instead of one per
+   * read; IOs per server CPU-second +6% at 4k QD32, +22% at 70/30 QD16,
+   * +33% with 4 connections, IOPS +2..10% (docs/BENCHMARKS.md).  Writes
+   * are always batched: a cap of 8 per enter lost in 5 of 5 rounds (sixth
+   * pass). */
+  if (ctx->inflight++ < READ_AT_ONCE && s->kind == SUB_READ)
     io_uring_submit (ctx->ring);
   return 0;
 }
@@ -902,6 +910,7 @@ vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
     io_release_cqe (ctx->store, cqe);
     return;
   }
+  ctx->inflight--;
   struct vol_io *io = s->io;
   if (__builtin_expect (atomic_load_explicit (&vol_faults_armed, memory_order_relaxed), 0))
     cqe->res = fault_apply (io, s->kind == SUB_READ || s->kind == SUB_RMW_READ
