@@ -831,9 +831,16 @@ do_zero (struct vol_io *io)
       p = (uint32_t) q;
       mode = FALLOC_FL_KEEP_SIZE;   /* reserve space; a fresh chunk reads as zeros */
     }
+    else if (keep || !atomic_load (&st->zero_range_off))
+      /* Part of a chunk in use keeps its blocks, a trim's too: the pool
+       * holds the blocks of every chunk in use, so a later write there
+       * cannot fail for want of space and is not a write into a hole
+       * (which the filesystem allocates holding the file's lock, off
+       * io_uring's non-blocking path).  Where the filesystem cannot zero
+       * a range (tmpfs), a trim punches (vol_io_cqe). */
+      mode = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
     else
-      mode = keep ? FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
-                  : FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+      mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
     pin (st, p - 1);
     struct vol_sub *s = sub_add (io, SUB_FALLOC, p - 1,
                                  ((uint64_t) (p - 1) << st->chunk_shift) + coff, len, 0);
@@ -923,6 +930,19 @@ vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
                              s->freed, strerror (-cqe->res));
     else
       alloc_free (io->vol->st, s->freed);
+  }
+  else if (cqe->res == -EOPNOTSUPP && s->kind == SUB_FALLOC && (s->fmode & FALLOC_FL_ZERO_RANGE)
+           && !(io->op == VOL_OP_ZERO && (io->flags & VOL_F_NO_HOLE))) {
+    struct vol_store *st = io->vol->st;
+    if (!atomic_exchange (&st->zero_range_off, true))
+      log_info ("%s/pool.dat: the filesystem cannot zero a range; trims of part of a chunk "
+                "punch holes in it", st->dir);
+    s->fmode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+    if (sub_submit (io, s, NULL) == 0) {
+      io->pending--;                /* counted again by the punch */
+      return;
+    }
+    set_result (io, -EBUSY);
   }
   else if (cqe->res < 0) {
     log_error_ratelimited ("volume %s: pool %s failed at pool offset %llu: %s", io->vol->name,

@@ -1159,6 +1159,49 @@ Test (volume, trim_partial_keeps_the_rest)
   vol_close (v, &s);
 }
 
+/* A trim of part of a chunk in use zeroes the range and keeps its blocks
+ * in the pool file; where the filesystem cannot zero a range (made up here
+ * with a fault) it punches, then and for every partial trim after. */
+Test (volume, trim_partial_keeps_blocks)
+{
+  t_open_store (64 * MiB, 1 * MiB);
+  t_create ("v", 8 * MiB);
+  struct vol_session s;
+  struct volume *v = t_open ("v", &s);
+  cr_assert_eq (t_write_byte (v, 0, 2 * MiB, 0x55), 0);
+  t_settle (10);
+  uint64_t held = t_pool_file_bytes ();
+
+  cr_assert_eq (t_run (v, VOL_OP_TRIM, 0, 64 * KiB, 64 * KiB, NULL), 0);
+  cr_assert_eq (t_run (v, VOL_OP_TRIM, 0, 1 * MiB + 1000, 3000, NULL), 0);
+  /* (the filesystem's own extent blocks may add a block or two) */
+  cr_expect_geq (t_pool_file_bytes (), held, "a partial trim gave blocks back");
+  t_expect_bytes (v, 0, 64 * KiB, 0x55);
+  t_expect_bytes (v, 64 * KiB, 64 * KiB, 0);
+  t_expect_bytes (v, 128 * KiB, 1 * MiB - 128 * KiB + 1000, 0x55);
+  t_expect_bytes (v, 1 * MiB + 1000, 3000, 0);
+  t_expect_bytes (v, 1 * MiB + 4000, 1 * MiB - 4000, 0x55);
+
+  cr_assert_eq (vol_fault_set ("v", VOL_OP_TRIM, EOPNOTSUPP, 1), 0);
+  cr_assert_eq (t_run (v, VOL_OP_TRIM, 0, 256 * KiB, 64 * KiB, NULL), 0);
+  uint64_t punched = t_pool_file_bytes ();
+  cr_expect_lt (punched, held - 32 * KiB, "the fallback did not punch");
+  cr_assert_eq (t_run (v, VOL_OP_TRIM, 0, 512 * KiB, 64 * KiB, NULL), 0);
+  cr_expect_lt (t_pool_file_bytes (), punched - 32 * KiB, "later partial trims did not punch");
+  t_expect_bytes (v, 192 * KiB, 64 * KiB, 0x55);
+  t_expect_bytes (v, 256 * KiB, 64 * KiB, 0);
+  t_expect_bytes (v, 320 * KiB, 192 * KiB, 0x55);
+  t_expect_bytes (v, 512 * KiB, 64 * KiB, 0);
+  t_expect_bytes (v, 576 * KiB, 1 * MiB - 576 * KiB, 0x55);
+
+  /* NO_HOLE still asks for zeroing, and reports what the filesystem said */
+  cr_assert_eq (vol_fault_set ("v", VOL_OP_ZERO, EOPNOTSUPP, 1), 0);
+  cr_expect_eq (t_run (v, VOL_OP_ZERO, VOL_F_NO_HOLE, 1 * MiB + 64 * KiB, 64 * KiB, NULL),
+                -ENOTSUP);
+  cr_assert_eq (vol_fault_set (NULL, VOL_OP_READ, 0, 0), 0);
+  vol_close (v, &s);
+}
+
 Test (volume, write_zeroes)
 {
   t_open_store (64 * MiB, 1 * MiB);
