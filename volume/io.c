@@ -51,8 +51,8 @@ struct vol_sub {
 static inline uint64_t align_down (uint64_t x, uint64_t a) { return x & ~(a - 1); }
 static inline uint64_t align_up (uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
 
-/* pool SQEs of one context in flight up to which a read is submitted at
- * once (sub_submit) */
+/* pool SQEs of one context queued or in flight up to which a read is
+ * submitted at once (sub_submit) */
 #define READ_AT_ONCE 4
 
 static struct io_uring_sqe *
@@ -837,7 +837,7 @@ do_zero (struct vol_io *io)
        * cannot fail for want of space and is not a write into a hole
        * (which the filesystem allocates holding the file's lock, off
        * io_uring's non-blocking path).  Where the filesystem cannot zero
-       * a range (tmpfs), a trim punches (vol_io_cqe). */
+       * a range (tmpfs), or zeroing fails, a trim punches (vol_io_cqe). */
       mode = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
     else
       mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
@@ -931,10 +931,13 @@ vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
     else
       alloc_free (io->vol->st, s->freed);
   }
-  else if (cqe->res == -EOPNOTSUPP && s->kind == SUB_FALLOC && (s->fmode & FALLOC_FL_ZERO_RANGE)
+  else if (cqe->res < 0 && s->kind == SUB_FALLOC && (s->fmode & FALLOC_FL_ZERO_RANGE)
            && !(io->op == VOL_OP_ZERO && (io->flags & VOL_F_NO_HOLE))) {
+    /* a trim of part of a chunk whose zeroing failed is punched instead:
+     * for good where the filesystem cannot zero a range, this once where
+     * zeroing needed space (ENOSPC on a full filesystem) */
     struct vol_store *st = io->vol->st;
-    if (!atomic_exchange (&st->zero_range_off, true))
+    if (cqe->res == -EOPNOTSUPP && !atomic_exchange (&st->zero_range_off, true))
       log_info ("%s/pool.dat: the filesystem cannot zero a range; trims of part of a chunk "
                 "punch holes in it", st->dir);
     s->fmode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;

@@ -215,7 +215,7 @@ struct vol_ioctx {
   unsigned background;    /* store-internal SQEs in flight (chunk releases,
                              allocation ahead): a loop must not exit before
                              this is 0 */
-  unsigned inflight;      /* the data path's pool SQEs in flight */
+  unsigned inflight;      /* the data path's pool SQEs queued or in flight */
   /* set by vol_ioctx_register: the pool is registered file 0 of ring, and
    * data buffers inside [fixed_base, fixed_base + fixed_len) are in its
    * registered buffer 0 */
