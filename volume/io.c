@@ -909,6 +909,21 @@ kind_name (int kind)
   }
 }
 
+/* Submit s again, as its next step, from its own completion.  True if it
+ * went: its new SQE counts in io->pending instead of the one that just
+ * completed.  False: io fails with -EBUSY, and the caller counts the
+ * completed SQE off as usual. */
+static bool
+sub_resubmit (struct vol_io *io, struct vol_sub *s, void *base)
+{
+  if (sub_submit (io, s, base) == 0) {
+    io->pending--;
+    return true;
+  }
+  set_result (io, -EBUSY);
+  return false;
+}
+
 void
 vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
 {
@@ -941,11 +956,8 @@ vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
       log_info ("%s/pool.dat: the filesystem cannot zero a range; trims of part of a chunk "
                 "punch holes in it", st->dir);
     s->fmode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
-    if (sub_submit (io, s, NULL) == 0) {
-      io->pending--;                /* counted again by the punch */
+    if (sub_resubmit (io, s, NULL))
       return;
-    }
-    set_result (io, -EBUSY);
   }
   else if (cqe->res < 0) {
     log_error_ratelimited ("volume %s: pool %s failed at pool offset %llu: %s", io->vol->name,
@@ -958,11 +970,8 @@ vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
     /* the old chunk is read: write it to the new one */
     s->kind = SUB_COW_WRITE;
     s->foff = (uint64_t) s->freed << io->vol->st->chunk_shift;
-    if (sub_submit (io, s, s->cowbuf) == 0) {
-      io->pending--;                /* the read's; the write counts now */
+    if (sub_resubmit (io, s, s->cowbuf))
       return;
-    }
-    set_result (io, -EBUSY);        /* and the read's count goes below */
   }
   if (--io->pending > 0)
     return;

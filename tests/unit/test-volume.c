@@ -841,11 +841,7 @@ Test (volume, cow_buffers_from_context)
   t_close_store ();
 }
 
-/* The allocator has the filesystem allocate the chunks it hands out next
- * (store.c, "allocating ahead"): after one 4 KiB write to a new store the
- * pool file holds the blocks of the first two groups of 256 MiB, which
- * read as zeros, and no more; a chunk from the second group asks for the
- * third. */
+/* The bytes of blocks the filesystem holds for the pool file. */
 static uint64_t
 t_pool_file_bytes (void)
 {
@@ -856,6 +852,11 @@ t_pool_file_bytes (void)
   return (uint64_t) sb.st_blocks * 512;
 }
 
+/* The allocator has the filesystem allocate the chunks it hands out next
+ * (store.c, "allocating ahead"): after one 4 KiB write to a new store the
+ * pool file holds the blocks of the first two groups of 256 MiB, which
+ * read as zeros, and no more; a chunk from the second group asks for the
+ * third. */
 Test (volume, pool_allocated_ahead)
 {
   t_open_store (1024 * MiB, 1 * MiB);
