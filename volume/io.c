@@ -574,6 +574,13 @@ cow_done (struct vol_io *io)
 
 /* ---- write ----------------------------------------------------------------- */
 
+/* A WRITE_ZEROES with NO_HOLE: its range must stay allocated. */
+static inline bool
+keeps_blocks (const struct vol_io *io)
+{
+  return io->op == VOL_OP_ZERO && (io->flags & VOL_F_NO_HOLE);
+}
+
 /* Under v->lock: may io (touching chunks c0..c1) go on?  Returns 1 if so;
  * 0 if it was parked or went to copy-on-write (done later); -errno. */
 static int
@@ -609,7 +616,7 @@ write_gate (struct vol_io *io, uint64_t c0, uint64_t c1, bool whole_ok_zero)
       /* trim / zero of a whole chunk needs no copy: only its edges may */
       uint64_t cs = c << st->chunk_shift, ce = cs + st->chunk_size;
       bool whole = io->offset <= cs && io->offset + io->length >= ce;
-      if (whole && !(io->flags & VOL_F_NO_HOLE))
+      if (whole && !keeps_blocks (io))
         continue;
     }
     if (ncow < 64)
@@ -778,7 +785,7 @@ do_zero (struct vol_io *io)
 {
   struct volume *v = io->vol;
   struct vol_store *st = v->st;
-  bool keep = io->op == VOL_OP_ZERO && (io->flags & VOL_F_NO_HOLE);
+  bool keep = keeps_blocks (io);
   uint64_t end = io->offset + io->length;
   unsigned n = (unsigned) (((end - 1) >> st->chunk_shift) - (io->offset >> st->chunk_shift) + 1);
   if (subs_reserve (io, n) < 0)
@@ -831,15 +838,16 @@ do_zero (struct vol_io *io)
       p = (uint32_t) q;
       mode = FALLOC_FL_KEEP_SIZE;   /* reserve space; a fresh chunk reads as zeros */
     }
-    else if (keep || !atomic_load (&st->zero_range_off))
+    else if (!atomic_load (&st->zero_range_off))
       /* Part of a chunk in use keeps its blocks, a trim's too: the pool
        * holds the blocks of every chunk in use, so a later write there
        * cannot fail for want of space and is not a write into a hole
        * (which the filesystem allocates holding the file's lock, off
-       * io_uring's non-blocking path).  Where the filesystem cannot zero
-       * a range (tmpfs), or zeroing fails, a trim punches (vol_io_cqe). */
+       * io_uring's non-blocking path). */
       mode = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
     else
+      /* The filesystem cannot zero a range (tmpfs): punch, and for
+       * NO_HOLE allocate again once punched (vol_io_cqe). */
       mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
     pin (st, p - 1);
     struct vol_sub *s = sub_add (io, SUB_FALLOC, p - 1,
@@ -947,15 +955,24 @@ vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
       alloc_free (io->vol->st, s->freed);
   }
   else if (cqe->res < 0 && s->kind == SUB_FALLOC && (s->fmode & FALLOC_FL_ZERO_RANGE)
-           && !(io->op == VOL_OP_ZERO && (io->flags & VOL_F_NO_HOLE))) {
-    /* a trim of part of a chunk whose zeroing failed is punched instead:
-     * for good where the filesystem cannot zero a range, this once where
-     * zeroing needed space (ENOSPC on a full filesystem) */
+           && (cqe->res == -EOPNOTSUPP || !keeps_blocks (io))) {
+    /* Zeroing part of a chunk failed: punch it instead.  For good where
+     * the filesystem cannot zero a range; for a trim, also this once where
+     * zeroing needed space (ENOSPC on a full filesystem).  A zero that
+     * keeps its blocks allocates them again once punched (below). */
     struct vol_store *st = io->vol->st;
     if (cqe->res == -EOPNOTSUPP && !atomic_exchange (&st->zero_range_off, true))
-      log_info ("%s/pool.dat: the filesystem cannot zero a range; trims of part of a chunk "
-                "punch holes in it", st->dir);
+      log_info ("%s/pool.dat: the filesystem cannot zero a range; zeroing part of a chunk "
+                "punches a hole in it (and allocates it again for NO_HOLE)", st->dir);
     s->fmode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+    if (sub_resubmit (io, s, NULL))
+      return;
+  }
+  else if (cqe->res >= 0 && s->kind == SUB_FALLOC && (s->fmode & FALLOC_FL_PUNCH_HOLE)
+           && keeps_blocks (io)) {
+    /* NO_HOLE zeroed by punching: allocate the range again.  A crash in
+     * between leaves a hole, which reads as zeros all the same. */
+    s->fmode = FALLOC_FL_KEEP_SIZE;
     if (sub_resubmit (io, s, NULL))
       return;
   }

@@ -26,11 +26,12 @@ free_port () {
     $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# start_blockd [extra blockd flags...]: data in $T/data, capacity $CAPACITY
+# start_blockd [extra blockd flags...]: data in $DATA_DIR (default $T/data;
+# removed with $T), capacity $CAPACITY
 start_blockd () {
     [ -n "$NBD_PORT" ] || NBD_PORT=$(free_port)
     [ -n "$API_PORT" ] || API_PORT=$(free_port)
-    "$BLOCKD" --data-dir "$T/data" --capacity "${CAPACITY:-4G}" \
+    "$BLOCKD" --data-dir "${DATA_DIR:-$T/data}" --capacity "${CAPACITY:-4G}" \
         --nbd "127.0.0.1:$NBD_PORT" --api "127.0.0.1:$API_PORT" \
         --log-level "${LOG_LEVEL:-info}" "$@" >>"$T/blockd.log" 2>&1 &
     BLOCKD_PID=$!
@@ -71,7 +72,7 @@ kill9_blockd () {
 }
 
 check_store () {
-    "$BLOCKD" --check --data-dir "$T/data" >"$T/check.out" 2>&1 || { cat "$T/check.out"; fail "blockd --check found problems"; }
+    "$BLOCKD" --check --data-dir "${DATA_DIR:-$T/data}" >"$T/check.out" 2>&1 || { cat "$T/check.out"; fail "blockd --check found problems"; }
 }
 
 uri () { echo "nbd://127.0.0.1:$NBD_PORT/$1"; }
@@ -126,7 +127,7 @@ experr () {
 cleanup () {
     [ -n "$BLOCKD_PID" ] && kill -9 "$BLOCKD_PID" 2>/dev/null
     wait 2>/dev/null
-    [ -n "$KEEP_TEST_DIR" ] || rm -rf "$T"
+    [ -n "$KEEP_TEST_DIR" ] || rm -rf "$T" ${DATA_DIR:+"$DATA_DIR"}
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
