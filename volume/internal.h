@@ -165,6 +165,7 @@ void fill_info (struct volume *v, struct vol_info *vi);
  * filesystem to allocate the blocks of the chunks it hands out next. */
 int alloc_chunk (struct vol_store *st, uint32_t *phys, struct vol_ioctx *ctx);
 void alloc_free (struct vol_store *st, uint32_t phys);
+void chunk_punched (struct vol_store *st, uint32_t phys, int res);
 void alloc_promote (struct vol_store *st, uint64_t synced);
 /* Drop the volume's claim on phys: frees it now, or when its pins drain.
  * ctx may be NULL (then the hole is punched synchronously). */

@@ -947,13 +947,8 @@ vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
                                   || s->kind == SUB_COW_READ ? VOL_OP_READ
                                 : s->kind == SUB_WRITE || s->kind == SUB_COW_WRITE ? VOL_OP_WRITE
                                 : io->op, cqe->res);
-  if (s->kind == SUB_FREE) {
-    if (cqe->res < 0)
-      log_error_ratelimited ("punching chunk %u: %s (space stays in use until restart)",
-                             s->freed, strerror (-cqe->res));
-    else
-      alloc_free (io->vol->st, s->freed);
-  }
+  if (s->kind == SUB_FREE)
+    chunk_punched (io->vol->st, s->freed, cqe->res);
   else if (cqe->res < 0 && s->kind == SUB_FALLOC && (s->fmode & FALLOC_FL_ZERO_RANGE)
            && (cqe->res == -EOPNOTSUPP || !keeps_blocks (io))) {
     /* Zeroing part of a chunk failed: punch it instead.  For good where

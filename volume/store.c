@@ -380,6 +380,18 @@ punch (struct vol_store *st, uint64_t off, uint64_t len)
   return 0;
 }
 
+/* The punch of a chunk given back finished with res (0 or -errno): the
+ * chunk goes to the allocator, or stays in use until the next start. */
+void
+chunk_punched (struct vol_store *st, uint32_t phys, int res)
+{
+  if (res < 0)
+    log_error_ratelimited ("punching chunk %u: %s (space stays in use until restart)",
+                           phys, strerror (-res));
+  else
+    alloc_free (st, phys);
+}
+
 /* A chunk whose pins drained: punch it out of the pool (so it reads as
  * zeros when reused), then give it to the allocator.  With a ring the punch
  * is asynchronous and io_release_cqe() finishes the job. */
@@ -393,12 +405,7 @@ chunk_release (struct vol_store *st, uint32_t phys, struct vol_ioctx *ctx)
                                    (uint64_t) phys << st->chunk_shift, st->chunk_size))
     return;
   /* no ring, no SQE or no memory: punch here */
-  int r = punch (st, (uint64_t) phys << st->chunk_shift, st->chunk_size);
-  if (r < 0)
-    log_error_ratelimited ("punching chunk %u: %s (space stays in use until restart)",
-                           phys, strerror (-r));
-  else
-    alloc_free (st, phys);
+  chunk_punched (st, phys, punch (st, (uint64_t) phys << st->chunk_shift, st->chunk_size));
 }
 
 void
@@ -407,11 +414,8 @@ io_release_cqe (struct vol_store *st, struct io_uring_cqe *cqe)
   struct release_op *op = (struct release_op *) (uintptr_t) (cqe->user_data & ~VOL_UD_TAG_MASK);
   if (op->kind == SUB_AHEAD)
     ahead_done (st, op, cqe->res);
-  else if (cqe->res < 0)
-    log_error_ratelimited ("punching chunk %u: %s (space stays in use until restart)",
-                           op->phys, strerror (-cqe->res));
   else
-    alloc_free (st, op->phys);
+    chunk_punched (st, op->phys, cqe->res);
   op->ctx->background--;
   free (op);
 }
