@@ -27,6 +27,7 @@ struct blk_config {
   int64_t max_inflight;       /* requests in flight per connection */
   int64_t handshake_timeout;  /* seconds */
   int64_t poll_us;            /* busy-poll this long after the last I/O before sleeping */
+  int64_t batch_us;           /* with many requests in flight, wait this long for a batch */
   int64_t fault_injection;    /* 1: POST /v1/debug/faults works (tests only) */
   int64_t hole_replies;       /* 1: never-written ranges go back as OFFSET_HOLE chunks */
   char log_level[16];
@@ -91,6 +92,7 @@ struct blk_loop {
 
   uint64_t last_io_ns;            /* when a data-path completion was last seen */
   bool taskrun_flag;              /* IORING_SETUP_TASKRUN_FLAG: poll_events works */
+  bool min_timeout;               /* IORING_FEAT_MIN_TIMEOUT: batch_wait works */
   bool poll_pays;                 /* the last poll, or sleep, ended within poll_us */
   /* Does polling bring the next event sooner on this host?  Waits where
    * the loop may poll are timed both ways now and then (poll_mode). */
