@@ -11,7 +11,10 @@
  * queue instead of sleeping (poll_events): the next event (a disk read
  * done, the client's next request) usually follows within tens of
  * microseconds, and on a VM a sleep costs more than that — the waker pays
- * an IPI exit and the sleeper a halt exit.  An idle loop sleeps.
+ * an IPI exit and the sleeper a halt exit.  An idle loop sleeps.  With
+ * many small requests in flight a loop does the opposite: its wait asks
+ * for a batch of completions (batch_wait), so that fewer wake-ups and disk
+ * notifications serve more requests.
  */
 #include "blockd/internal.h"
 
@@ -37,8 +40,14 @@ atomic_uint blk_nconns;
 
 #define RING_ENTRIES 2048
 
-#ifndef IORING_FEAT_MIN_TIMEOUT
-#define IORING_FEAT_MIN_TIMEOUT (1U << 15)   /* Linux 6.12; liburing 2.3 predates it */
+/* The kernel's minimum wait (Linux 6.12): liburing 2.3 (Debian 12)
+ * predates it, and its io_uring_getevents_arg calls the field "pad";
+ * liburing 2.8 on names it and defines the feature flag. */
+#ifdef IORING_FEAT_MIN_TIMEOUT
+#define GETEVENTS_MIN_WAIT min_wait_usec
+#else
+#define IORING_FEAT_MIN_TIMEOUT (1U << 15)
+#define GETEVENTS_MIN_WAIT pad
 #endif
 
 static struct io_uring_sqe *
@@ -191,20 +200,31 @@ flush_sq (struct io_uring *ring)
 #define BATCH_MIN_INFLIGHT 8
 #define BATCH_MAX 8
 
+static bool
+batch_may (const struct blk_loop *l)
+{
+  return blk_cfg.batch_us > 0 && l->min_timeout && l->inflight >= BATCH_MIN_INFLIGHT
+         && l->inflight_bytes < (uint64_t) l->inflight * POLL_LARGE_AVG;
+}
+
 static int
 batch_wait (struct blk_loop *l)
 {
-  if (blk_cfg.batch_us == 0 || !l->min_timeout || l->inflight < BATCH_MIN_INFLIGHT
-      || l->inflight_bytes >= (uint64_t) l->inflight * POLL_LARGE_AVG)
-    return io_uring_submit_and_wait (&l->ring, 1);
   unsigned nr = l->inflight / 4 < BATCH_MAX ? l->inflight / 4 : BATCH_MAX;
   struct __kernel_timespec ts = { .tv_sec = 1 };   /* then -ETIME: the loop goes round */
   struct io_uring_getevents_arg arg = { .sigmask_sz = _NSIG / 8,
-                                        .pad = (unsigned) blk_cfg.batch_us, /* min_wait_usec */
+                                        .GETEVENTS_MIN_WAIT = (unsigned) blk_cfg.batch_us,
                                         .ts = (uint64_t) (uintptr_t) &ts };
-  return io_uring_enter2 ((unsigned) l->ring.ring_fd, flush_sq (&l->ring), nr,
-                          IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, (sigset_t *) &arg,
-                          sizeof arg);
+  int r = io_uring_enter2 ((unsigned) l->ring.ring_fd, flush_sq (&l->ring), nr,
+                           IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, (sigset_t *) &arg,
+                           sizeof arg);
+  if (r == -EINVAL) {
+    log_error ("loop %d: the kernel refused a batched wait; waiting for each completion",
+               l->index);
+    l->min_timeout = false;
+    r = io_uring_submit_and_wait (&l->ring, 1);
+  }
+  return r;
 }
 
 /* Sleep until a completion.  If it came within poll_us, polling would have
@@ -214,10 +234,12 @@ batch_wait (struct blk_loop *l)
 static int
 sleep_events (struct blk_loop *l)
 {
+  if (batch_may (l))
+    return batch_wait (l);        /* (not timed: it waits batch_us on purpose) */
   if (blk_cfg.poll_us <= 0 || !l->taskrun_flag)
-    return batch_wait (l);
+    return io_uring_submit_and_wait (&l->ring, 1);
   uint64_t t0 = now_ns ();
-  int r = batch_wait (l);
+  int r = io_uring_submit_and_wait (&l->ring, 1);
   l->poll_pays = now_ns () - t0 < (uint64_t) blk_cfg.poll_us * 1000u;
   return r;
 }
@@ -570,7 +592,7 @@ loop_main (void *arg)
     else
       r = sleep_events (l);
     if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY && r != -ETIME) {
-      log_error ("loop %d: io_uring_submit_and_wait: %s", l->index, strerror (-r));
+      log_error ("loop %d: waiting for completions: %s", l->index, strerror (-r));
       break;
     }
     struct io_uring_cqe *cqe;
@@ -624,14 +646,8 @@ loop_main (void *arg)
   return NULL;
 }
 
-/* Each loop creates its own ring, on its own thread: with SINGLE_ISSUER the
- * kernel ties the ring to the thread that made it, and DEFER_TASKRUN runs
- * completion work only when that thread asks for events, in batches,
- * instead of interrupting it.  (On this VM the difference is within the
- * noise: a profile shows the server's CPU going to the virtio disk kick and
- * TCP, not to io_uring's task work.)  TASKRUN_FLAG lets poll_events see
- * pending completion work without a system call.  Older kernels fall back
- * to COOP_TASKRUN, then to no flags (and no polling). */
+/* batch_wait's flush_sq publishes SQEs as liburing 2.3 does, which
+ * relies on the SQ array mapping slot i to SQE i (set up by liburing). */
 static bool
 sq_array_identity (const struct io_uring *ring)
 {
@@ -643,6 +659,14 @@ sq_array_identity (const struct io_uring *ring)
   return true;
 }
 
+/* Each loop creates its own ring, on its own thread: with SINGLE_ISSUER the
+ * kernel ties the ring to the thread that made it, and DEFER_TASKRUN runs
+ * completion work only when that thread asks for events, in batches,
+ * instead of interrupting it.  (On this VM the difference is within the
+ * noise: a profile shows the server's CPU going to the virtio disk kick and
+ * TCP, not to io_uring's task work.)  TASKRUN_FLAG lets poll_events see
+ * pending completion work without a system call.  Older kernels fall back
+ * to COOP_TASKRUN, then to no flags (and no polling). */
 static int
 ring_init (struct blk_loop *l)
 {

@@ -966,7 +966,9 @@ vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
   else if (cqe->res >= 0 && s->kind == SUB_FALLOC && (s->fmode & FALLOC_FL_PUNCH_HOLE)
            && keeps_blocks (io)) {
     /* NO_HOLE zeroed by punching: allocate the range again.  A crash in
-     * between leaves a hole, which reads as zeros all the same. */
+     * between leaves a hole, which reads as zeros all the same but holds
+     * no blocks until written (on a filesystem that keeps the pool across
+     * a restart and cannot zero a range: NFS, ext4 without extents). */
     s->fmode = FALLOC_FL_KEEP_SIZE;
     if (sub_resubmit (io, s, NULL))
       return;

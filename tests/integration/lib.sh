@@ -15,6 +15,7 @@ mkdir -p "$ROOT/$BUILD/tmp"
 # Under the build tree, not /tmp: the pool needs a filesystem with O_DIRECT.
 T=$(mktemp -d "$ROOT/$BUILD/tmp/$(basename "$0" .sh).XXXXXX")
 BLOCKD_PID=
+DATA_DIR=
 NBD_PORT=
 API_PORT=
 

@@ -1162,6 +1162,20 @@ Test (volume, trim_partial_keeps_the_rest)
   vol_close (v, &s);
 }
 
+/* Can the test directory's filesystem zero a range (tmpfs cannot)? */
+static bool
+t_zeroes_range (void)
+{
+  char path[PATH_MAX];
+  snprintf (path, sizeof path, "%s/zero-probe", t_dir);
+  int fd = open (path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  cr_assert_geq (fd, 0);
+  bool zeroes = fallocate (fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 0, 4096) == 0;
+  close (fd);
+  unlink (path);
+  return zeroes;
+}
+
 /* A trim of part of a chunk in use zeroes the range and keeps its blocks
  * in the pool file.  Where zeroing fails for want of space it punches that
  * once; where the filesystem cannot zero a range it punches, then and for
@@ -1175,14 +1189,7 @@ Test (volume, trim_partial_keeps_blocks)
   cr_assert_eq (t_write_byte (v, 0, 2 * MiB, 0x55), 0);
   t_settle (10);
   uint64_t held = t_pool_file_bytes ();
-  char path[PATH_MAX];
-  snprintf (path, sizeof path, "%s/zero-probe", t_dir);
-  int fd = open (path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-  cr_assert_geq (fd, 0);
-  bool zeroes = fallocate (fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 0, 4096) == 0;
-  close (fd);
-  unlink (path);
-  if (!zeroes) {
+  if (!t_zeroes_range ()) {
     cr_log_warn ("%s cannot zero a range: partial trims punch there, nothing to check", t_dir);
     vol_close (v, &s);
     return;
@@ -1237,7 +1244,10 @@ Test (volume, zero_no_hole_without_zero_range)
   t_settle (10);
   uint64_t held = t_pool_file_bytes ();
 
-  cr_assert_eq (vol_fault_set ("v", VOL_OP_ZERO, EOPNOTSUPP, 1), 0);
+  /* (where the filesystem really cannot zero, the fault is not needed:
+   * it would hit the punch that follows) */
+  if (t_zeroes_range ())
+    cr_assert_eq (vol_fault_set ("v", VOL_OP_ZERO, EOPNOTSUPP, 1), 0);
   cr_assert_eq (t_run (v, VOL_OP_ZERO, VOL_F_NO_HOLE, 64 * KiB, 64 * KiB, NULL), 0);
   cr_expect_eq (vol_fault_set (NULL, VOL_OP_READ, 0, 0), 0);
   cr_assert_eq (t_run (v, VOL_OP_ZERO, VOL_F_NO_HOLE | VOL_F_FAST_ZERO, 1 * MiB + 1000,
