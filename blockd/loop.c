@@ -191,7 +191,7 @@ flush_sq (struct io_uring *ring)
  * min_wait_usec, Linux 6.12), or, if nothing has, the first to come.
  * Completions then come in fewer wake-ups, each round submits more disk
  * operations per notification, and more replies share a sendmsg; with the
- * disk and the client's queue full the wait costs no throughput.  At 4k
+ * disk and the client's queue full the wait costs little throughput.  At 4k
  * QD32 (5 rounds): IOPS +10% reads, +20% writes, IOs per server CPU-second
  * +21% and +52%; with 4 connections -4% IOPS (docs/BENCHMARKS.md,
  * fourteenth pass).  Large requests come in rounds (poll_depth_pays) and
