@@ -94,14 +94,22 @@ cpu_relax (void)
  * (docs/BENCHMARKS.md, fourth pass). */
 #define POLL_MAX_INFLIGHT 1
 #define POLL_MAX_INFLIGHT_LARGE 8
-#define POLL_LARGE_AVG (64u * 1024)
+#define LARGE_AVG (64u * 1024)
+
+/* Do the requests in flight average LARGE_AVG or more (a client's queue
+ * that moves in rounds)?  Such a loop may poll, and does not wait for a
+ * batch (batch_wait). */
+static bool
+inflight_large (const struct blk_loop *l)
+{
+  return l->inflight_bytes >= (uint64_t) l->inflight * LARGE_AVG;
+}
 
 static bool
 poll_depth_pays (const struct blk_loop *l)
 {
   return l->inflight <= POLL_MAX_INFLIGHT
-         || (l->inflight <= POLL_MAX_INFLIGHT_LARGE
-             && l->inflight_bytes >= (uint64_t) l->inflight * POLL_LARGE_AVG);
+         || (l->inflight <= POLL_MAX_INFLIGHT_LARGE && inflight_large (l));
 }
 
 /* May the loop poll now?  (Whether it does is poll_mode's choice.) */
@@ -194,7 +202,7 @@ flush_sq (struct io_uring *ring)
  * disk and the client's queue full the wait costs little throughput.  At 4k
  * QD32 (5 rounds): IOPS +10% reads, +20% writes, IOs per server CPU-second
  * +21% and +52%; with 4 connections -4% IOPS (docs/BENCHMARKS.md,
- * fourteenth pass).  Large requests come in rounds (poll_depth_pays) and
+ * fourteenth pass).  Large requests come in rounds (inflight_large) and
  * are not held back.  liburing 2.3 (Debian 12) has no call for the
  * minimum wait, so this one makes the io_uring_enter itself. */
 #define BATCH_MIN_INFLIGHT 8
@@ -204,7 +212,7 @@ static bool
 batch_may (const struct blk_loop *l)
 {
   return blk_cfg.batch_us > 0 && l->min_timeout && l->inflight >= BATCH_MIN_INFLIGHT
-         && l->inflight_bytes < (uint64_t) l->inflight * POLL_LARGE_AVG;
+         && !inflight_large (l);
 }
 
 static int

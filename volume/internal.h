@@ -91,7 +91,8 @@ struct vol_store {
   uint64_t alloc_hint, nfree;
   uint64_t ahead_group;             /* group of the chunk last handed out (alloc_ahead) */
   atomic_bool ahead_off;            /* the filesystem cannot allocate ahead */
-  atomic_bool zero_range_off;       /* nor zero a range: partial trims punch */
+  atomic_bool zero_range_off;       /* nor zero a range: zeroing part of a chunk punches
+                                     * (and allocates again for NO_HOLE) */
   struct limbo_chunk { uint32_t phys; uint64_t seq; } *limbo;
   size_t nlimbo, caplimbo;
   _Atomic uint32_t *pins;
