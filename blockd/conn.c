@@ -378,7 +378,8 @@ req_free (struct blk_conn *c, struct blk_req *q)
 static void
 conn_release (struct blk_conn *c, struct blk_req *q)
 {
-  c->inflight--;
+  if (--c->inflight == 0)
+    c->loop->busy_conns--;
   c->loop->inflight--;
   c->inflight_bytes -= q->charged;
   c->loop->inflight_bytes -= q->charged;
@@ -857,7 +858,8 @@ req_get (struct blk_conn *c, const struct nbd_request *r)
     }
   }
   q->charged = need;
-  c->inflight++;
+  if (c->inflight++ == 0)
+    c->loop->busy_conns++;
   c->loop->inflight++;
   c->inflight_bytes += need;
   c->loop->inflight_bytes += need;

@@ -101,6 +101,7 @@ struct blk_loop {
   bool poll_wins;
   unsigned inflight;              /* NBD requests read and not yet answered, all connections */
   uint64_t inflight_bytes;        /* their data buffers' bytes */
+  unsigned busy_conns;            /* connections with requests in flight */
   uint64_t kept_large;            /* bytes of large request buffers kept for reuse */
 
   /* Data buffers of this loop's requests: an arena registered with the

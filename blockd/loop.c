@@ -12,9 +12,9 @@
  * done, the client's next request) usually follows within tens of
  * microseconds, and on a VM a sleep costs more than that — the waker pays
  * an IPI exit and the sleeper a halt exit.  An idle loop sleeps.  With
- * many small requests in flight a loop does the opposite: its wait asks
- * for a batch of completions (batch_wait), so that fewer wake-ups and disk
- * notifications serve more requests.
+ * many small requests of one connection in flight a loop does the
+ * opposite: its wait asks for a batch of completions (batch_wait), so that
+ * fewer wake-ups and disk notifications serve more requests.
  */
 #include "blockd/internal.h"
 
@@ -201,8 +201,12 @@ flush_sq (struct io_uring *ring)
  * operations per notification, and more replies share a sendmsg; with the
  * disk and the client's queue full the wait costs little throughput.  At 4k
  * QD32 (5 rounds): IOPS +10% reads, +20% writes, IOs per server CPU-second
- * +21% and +52%; with 4 connections -4% IOPS (docs/BENCHMARKS.md,
- * fourteenth pass).  Large requests come in rounds (inflight_large) and
+ * +21% and +52%.  It is for one busy connection: where several share the
+ * loop, their requests and completions already come together, and the wait
+ * only delays one client's requests for another's completions (4
+ * connections over 2 loops: -4% IOPS and fewer IOs per CPU-second with it,
+ * +3% and +7% IOPS once it stood aside; docs/BENCHMARKS.md, fourteenth and
+ * fifteenth passes).  Large requests come in rounds (inflight_large) and
  * are not held back.  liburing 2.3 (Debian 12) has no call for the
  * minimum wait, so this one makes the io_uring_enter itself. */
 #define BATCH_MIN_INFLIGHT 8
@@ -212,7 +216,7 @@ static bool
 batch_may (const struct blk_loop *l)
 {
   return blk_cfg.batch_us > 0 && l->min_timeout && l->inflight >= BATCH_MIN_INFLIGHT
-         && !inflight_large (l);
+         && l->busy_conns == 1 && !inflight_large (l);
 }
 
 static int

@@ -801,6 +801,35 @@ with section("raw: 300 pipelined 4 KiB writes (more than --max-inflight's 256) a
         model[off:off + 4096] = data[off]
     assert r.read_ok(2 * CHUNK, 301 * 4096) == model[2 * CHUNK:2 * CHUNK + 301 * 4096]
 
+with section("raw: 16 pipelined 128 KiB writes in one send, then half a request header: all answered"):
+    # After a large write blockd reads the next header alone, so that its
+    # payload goes straight into a request buffer.  Sixteen of them come in
+    # one send, the last followed by 10 bytes of a header: every write must
+    # be written and answered while the rest of that header has not come.
+    base, n, wlen = 5 * CHUNK, 16, 128 * 1024
+    cks, data, blob = {}, {}, []
+    for i in range(n):
+        off = base + i * wlen
+        data[off] = pattern(31000 + i, wlen)
+        r.cookie += 1
+        cks[r.cookie] = off
+        blob.append(struct.pack(">IHHQQI", REQ_MAGIC, 0, NBD_CMD_WRITE, r.cookie, off, wlen) + data[off])
+    r.cookie += 1
+    rd = struct.pack(">IHHQQI", REQ_MAGIC, 0, NBD_CMD_READ, r.cookie, base, n * wlen)
+    r.s.sendall(b"".join(blob) + rd[:10])
+    for k in range(n):
+        try:
+            magic, err, ck = struct.unpack(">IIQ", r.recv(16))
+        except socket.timeout:
+            raise AssertionError("%d of %d large writes answered; the rest waited for the "
+                                 "rest of the next header" % (k, n))
+        assert magic == SIMPLE_MAGIC and err == 0 and ck in cks, (hex(magic), err, ck)
+        off = cks.pop(ck)
+        model[off:off + wlen] = data[off]
+    r.s.sendall(rd[10:])
+    err, got = r.reply(r.cookie, n * wlen)
+    assert err == 0 and got == model[base:base + n * wlen], "the 16 large writes read back differ"
+
 with section("raw: flush then NBD_CMD_DISC: flush answered, then the server closes"):
     r.close()
     r = Raw(EDGE)
