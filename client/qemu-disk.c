@@ -202,6 +202,11 @@ ctl_qemu_blockdev (const struct ctl_nbd_server *s, const char *node)
   }
   json_object_object_add (a, "server", srv);
   json_object_object_add (a, "export", json_object_new_string (s->export_name));
+  /* The guest's discards (fstrim, blkdiscard, mount -o discard) go on to
+   * blockd as trims, which give whole chunks back to the pool; QEMU's
+   * default, "ignore", answers them without passing them on, and the
+   * volume keeps space its guest has freed. */
+  json_object_object_add (a, "discard", json_object_new_string ("unmap"));
   /* When the connection to blockd breaks (blockd restarted or upgraded),
    * QEMU reconnects and holds the guest's requests for up to this long
    * instead of failing them: the guest sees a pause, not I/O errors.  Not

@@ -195,7 +195,7 @@ attached_to r1 ""
 echo "--print-args: the options start a QEMU that has the disk"
 run attach p1 --instance vm4 --print-args; expect_rc 0 "print-args p1"
 [ "$(wc -l <"$T/out")" -eq 2 ] || fail "print-args: two lines expected: $(cat "$T/out")"
-says "$T/out" "-blockdev driver=nbd,node-name=blockd-p1,server.type=inet,server.host=127.0.0.1,server.port=$NBD_PORT,export=p1,reconnect-delay=30" "print-args"
+says "$T/out" "-blockdev driver=nbd,node-name=blockd-p1,server.type=inet,server.host=127.0.0.1,server.port=$NBD_PORT,export=p1,discard=unmap,reconnect-delay=30" "print-args"
 says "$T/out" "-device virtio-blk-pci,id=blockd-p1,drive=blockd-p1,serial=$(field p1 id | cut -c1-20)" "print-args"
 attached_to p1 vm4
 set -f

@@ -4,7 +4,8 @@
 # `blockctl attach --print-args`), a data volume is hot-plugged into it with
 # `blockctl attach --qmp`, the guest finds it by its serial, writes a known
 # pattern and reads it back; `blockctl detach --qmp` unplugs it (the guest
-# lets go) and it is hot-plugged into guest 2, which reads the same pattern.
+# lets go) and it is hot-plugged into guest 2, which reads the same pattern,
+# and whose blkdiscard gives a range's pool space back.
 # Along the way: the second attach is refused while guest 1 holds the disk,
 # the running system disk cannot be detached, and an attached disk cannot
 # be deleted.
@@ -73,6 +74,24 @@ vm run --dir "$T/vm2" "set -e; d=\$(disk-by-serial -w 30 $DATA)
 vm run --dir "$T/vm2" "set -e; d=\$(disk-by-serial $DATA); dd if=\$d bs=64k count=17 2>/dev/null | tr -d '\\0' | wc -c" \
     >"$T/zero.out" || fail "reading the head on vm2"
 [ "$(cat "$T/zero.out")" = 0 ] || fail "the unwritten head of data1 is not zeros: $(cat "$T/zero.out")"
+
+echo "a discard in the guest reaches blockd: blkdiscard gives data1's space back to the pool"
+# 8 MiB written at 32 MiB (whole chunks), then discarded: the volume's
+# allocated bytes fall by as much, and the range reads back as zeros
+vm run --dir "$T/vm2" "set -e; d=\$(disk-by-serial $DATA)
+    cat /sys/block/\${d#/dev/}/queue/discard_max_bytes
+    head -c 8388608 /dev/urandom >/tmp/junk
+    dd if=/tmp/junk of=\$d bs=1M seek=32 conv=fsync 2>/dev/null" >"$T/discard.out" \
+    || fail "writing the range to discard on vm2: $(cat "$T/discard.out")"
+[ "$(head -n 1 "$T/discard.out")" -gt 0 ] || fail "the guest's disk takes no discards: $(cat "$T/discard.out")"
+ALLOC=$(ctl volume show data1 --json | $PY -c 'import json, sys; print(json.load(sys.stdin)["allocated"])')
+vm run --dir "$T/vm2" "set -e; d=\$(disk-by-serial $DATA)
+    blkdiscard -o 33554432 -l 8388608 \$d
+    dd if=\$d bs=1M skip=32 count=8 2>/dev/null | tr -d '\\0' | wc -c" >"$T/discard.out" \
+    || fail "blkdiscard on vm2: $(cat "$T/discard.out")"
+[ "$(cat "$T/discard.out")" = 0 ] || fail "the discarded range does not read as zeros: $(cat "$T/discard.out")"
+ctl volume show data1 --json >"$T/body"
+jcheck "j['allocated'] <= $ALLOC - (8 << 20)" "blkdiscard freed 8 MiB of data1 (allocated was $ALLOC)"
 
 echo "stop both VMs; detach their system disks (now allowed); everything is still there"
 vm_stop "$T/vm1"

@@ -5,7 +5,10 @@
 # root filesystem, syncs and powers off; blockd is stopped and started again
 # on the same data directory; the guest boots again from the volume and
 # reads the files back.  Between the boots the volume is also checked from
-# the host: a clean ext4 (e2fsck -fn) holding the file.
+# the host: a clean ext4 (e2fsck -fn) holding the file.  Then a file is
+# deleted and fstrim run in the guest: the discards reach blockd (the disk
+# is discard=unmap, as blockctl gives it), the volume's allocated bytes
+# fall, and the filesystem is still clean.
 . "$(dirname "$0")/lib.sh"
 . "$ROOT/tests/integration/vm-lib.sh"
 need nbdcopy e2fsck debugfs
@@ -23,7 +26,7 @@ SERIAL=$(volume_serial sys1)
 boot () {
     _t=$(date +%s)
     vm_start "$T/vm" --append "blockd.root=$SERIAL" -- \
-        -blockdev "driver=nbd,node-name=sys,server.type=inet,server.host=127.0.0.1,server.port=$NBD_PORT,export=sys1" \
+        -blockdev "driver=nbd,node-name=sys,server.type=inet,server.host=127.0.0.1,server.port=$NBD_PORT,export=sys1,discard=unmap" \
         -device "virtio-blk-pci,drive=sys,serial=$SERIAL"
     echo "booted in $(( $(date +%s) - _t )) s"
     vm run --dir "$T/vm" 'cat /etc/guest-root; grep " / " /proc/mounts' >"$T/root.out" \
@@ -64,6 +67,22 @@ vm run --dir "$T/vm" 'sha256sum /data/blob' >"$T/sum.out" || fail "sha256sum aft
 # the first shutdown was clean, so the journal needed no recovery
 vm run --dir "$T/vm" 'dmesg' >"$T/dmesg.out" || fail "dmesg"
 ! grep -qi 'ext4.*recover' "$T/dmesg.out" || fail "ext4 recovered its journal: the shutdown was not clean: $(grep -i ext4 "$T/dmesg.out")"
+
+echo "fstrim in the guest gives a deleted file's space back to the pool"
+allocated () { ctl volume show sys1 --json | $PY -c 'import json, sys; print(json.load(sys.stdin)["allocated"])'; }
+vm run --dir "$T/vm" 'dd if=/dev/urandom of=/data/scratch bs=1M count=16 2>/dev/null && sync' \
+    >"$T/trim.out" 2>&1 || fail "writing /data/scratch: $(cat "$T/trim.out")"
+A=$(allocated)
+vm run --dir "$T/vm" 'rm /data/scratch && sync && fstrim -v /' >"$T/trim.out" 2>&1 \
+    || fail "fstrim in the guest: $(cat "$T/trim.out")"
+B=$(allocated)
+[ "$B" -le $((A - 8 * 1048576)) ] || fail "fstrim freed $((A - B)) bytes of sys1, want 8 MiB or more (allocated $A, then $B; $(cat "$T/trim.out"))"
+echo "allocated $A, after rm + fstrim $B"
+vm run --dir "$T/vm" 'sha256sum /data/blob' >"$T/sum.out" || fail "sha256sum after fstrim: $(cat "$T/sum.out")"
+[ "$(cut -d' ' -f1 "$T/sum.out")" = "$SUM" ] || fail "/data/blob changed with the fstrim: $(cat "$T/sum.out")"
 vm_stop "$T/vm"
+nbdcopy "$(uri sys1)" "$T/sys1.img" || fail "nbdcopy sys1 out after fstrim"
+e2fsck -fn "$T/sys1.img" >"$T/fsck.out" 2>&1 || { cat "$T/fsck.out"; fail "e2fsck of the volume after fstrim"; }
+rm -f "$T/sys1.img"
 stop_blockd
 echo "done in $(( $(date +%s) - t0 )) s"

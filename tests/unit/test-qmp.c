@@ -442,10 +442,11 @@ Test (qemu_disk, qmp_arguments_and_options)
   cr_expect_str_eq (json_object_to_json_string_ext (bd, JSON_C_TO_STRING_PLAIN),
                     "{\"driver\":\"nbd\",\"node-name\":\"blockd-data1\",\"server\":"
                     "{\"type\":\"inet\",\"host\":\"127.0.0.1\",\"port\":\"10809\"},"
-                    "\"export\":\"data1\",\"reconnect-delay\":30}");
+                    "\"export\":\"data1\",\"discard\":\"unmap\",\"reconnect-delay\":30}");
   char *o = ctl_qemu_optstr (bd, NULL);
   cr_expect_str_eq (o, "driver=nbd,node-name=blockd-data1,server.type=inet,"
-                    "server.host=127.0.0.1,server.port=10809,export=data1,reconnect-delay=30");
+                    "server.host=127.0.0.1,server.port=10809,export=data1,discard=unmap,"
+                    "reconnect-delay=30");
   free (o);
   json_object_put (bd);
 
@@ -453,7 +454,7 @@ Test (qemu_disk, qmp_arguments_and_options)
   bd = ctl_qemu_blockdev (&s, "blockd-d");
   o = ctl_qemu_optstr (bd, NULL);
   cr_expect_str_eq (o, "driver=nbd,node-name=blockd-d,server.type=unix,"
-                    "server.path=/tmp/a,,b,export=d,reconnect-delay=30");
+                    "server.path=/tmp/a,,b,export=d,discard=unmap,reconnect-delay=30");
   free (o);
   json_object_put (bd);
 
