@@ -724,8 +724,11 @@ class Vm:
             if not host or not port:
                 raise VmError("attach: --nbd must be HOST:PORT or unix:PATH, not %r" % nbd)
             server = {"type": "inet", "host": host, "port": port}
-        self.qmp("blockdev-add", {"driver": "nbd", "node-name": ident, "server": server,
-                                  "export": export, "read-only": read_only}, timeout=timeout)
+        node = {"driver": "nbd", "node-name": ident, "server": server, "export": export,
+                "read-only": read_only}
+        if not read_only:
+            node["discard"] = "unmap"      # as blockctl attaches: the guest's discards reach blockd
+        self.qmp("blockdev-add", node, timeout=timeout)
         dev = {"driver": "virtio-blk-pci", "id": ident, "drive": ident}
         if serial:
             dev["serial"] = serial
