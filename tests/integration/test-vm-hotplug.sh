@@ -85,7 +85,7 @@ vm run --dir "$T/vm2" "set -e; d=\$(disk-by-serial $DATA)
     || fail "writing the range to discard on vm2: $(cat "$T/discard.out")"
 # (virtio-blk offers discard whatever QEMU does with it: the allocated check below is the proof)
 [ "$(head -n 1 "$T/discard.out")" -gt 0 ] || fail "the guest's disk takes no discards: $(cat "$T/discard.out")"
-ALLOC=$(ctl volume show data1 --json | $PY -c 'import json, sys; print(json.load(sys.stdin)["allocated"])')
+ALLOC=$(volume_allocated data1)
 vm run --dir "$T/vm2" "set -e; d=\$(disk-by-serial $DATA)
     blkdiscard -o 33554432 -l 8388608 \$d
     dd if=\$d bs=1M skip=32 count=8 2>/dev/null | tr -d '\\0' | wc -c" >"$T/discard.out" \

@@ -23,6 +23,12 @@ ctl volume import sys1 --from "$GUEST/rootfs.ext4" >"$T/import.out" 2>&1 \
     || { cat "$T/import.out"; fail "volume import sys1"; }
 SERIAL=$(volume_serial sys1)
 
+# check_ext4 WHEN: sys1, copied out whole to $T/sys1.img, is a clean ext4
+check_ext4 () {
+    nbdcopy "$(uri sys1)" "$T/sys1.img" || fail "nbdcopy sys1 out $1"
+    e2fsck -fn "$T/sys1.img" >"$T/fsck.out" 2>&1 || { cat "$T/fsck.out"; fail "e2fsck of the volume $1"; }
+}
+
 boot () {
     _t=$(date +%s)
     vm_start "$T/vm" --append "blockd.root=$SERIAL" -- \
@@ -47,8 +53,7 @@ vm run --dir "$T/vm" 'cat /data/hello' >"$T/hello.out" || fail "cat in the guest
 
 echo "power off; the volume is a clean ext4 holding the file"
 vm_stop "$T/vm"
-nbdcopy "$(uri sys1)" "$T/sys1.img" || fail "nbdcopy sys1 out"
-e2fsck -fn "$T/sys1.img" >"$T/fsck.out" 2>&1 || { cat "$T/fsck.out"; fail "e2fsck of the volume after shutdown"; }
+check_ext4 "after shutdown"
 debugfs -R "cat /data/hello" "$T/sys1.img" 2>/dev/null >"$T/debugfs.out"
 [ "$(cat "$T/debugfs.out")" = "$CONTENT" ] || fail "the file in the volume (debugfs): $(cat "$T/debugfs.out")"
 rm -f "$T/sys1.img"
@@ -69,20 +74,18 @@ vm run --dir "$T/vm" 'dmesg' >"$T/dmesg.out" || fail "dmesg"
 ! grep -qi 'ext4.*recover' "$T/dmesg.out" || fail "ext4 recovered its journal: the shutdown was not clean: $(grep -i ext4 "$T/dmesg.out")"
 
 echo "fstrim in the guest gives a deleted file's space back to the pool"
-allocated () { ctl volume show sys1 --json | $PY -c 'import json, sys; print(json.load(sys.stdin)["allocated"])'; }
 vm run --dir "$T/vm" 'dd if=/dev/urandom of=/data/scratch bs=1M count=16 2>/dev/null && sync' \
     >"$T/trim.out" 2>&1 || fail "writing /data/scratch: $(cat "$T/trim.out")"
-A=$(allocated)
+A=$(volume_allocated sys1)
 vm run --dir "$T/vm" 'rm /data/scratch && sync && fstrim -v /' >"$T/trim.out" 2>&1 \
     || fail "fstrim in the guest: $(cat "$T/trim.out")"
-B=$(allocated)
+B=$(volume_allocated sys1)
 [ "$B" -le $((A - 8 * 1048576)) ] || fail "fstrim freed $((A - B)) bytes of sys1, want 8 MiB or more (allocated $A, then $B; $(cat "$T/trim.out"))"
 echo "allocated $A, after rm + fstrim $B"
 vm run --dir "$T/vm" 'sha256sum /data/blob' >"$T/sum.out" || fail "sha256sum after fstrim: $(cat "$T/sum.out")"
 [ "$(cut -d' ' -f1 "$T/sum.out")" = "$SUM" ] || fail "/data/blob changed with the fstrim: $(cat "$T/sum.out")"
 vm_stop "$T/vm"
-nbdcopy "$(uri sys1)" "$T/sys1.img" || fail "nbdcopy sys1 out after fstrim"
-e2fsck -fn "$T/sys1.img" >"$T/fsck.out" 2>&1 || { cat "$T/fsck.out"; fail "e2fsck of the volume after fstrim"; }
+check_ext4 "after fstrim"
 rm -f "$T/sys1.img"
 stop_blockd
 echo "done in $(( $(date +%s) - t0 )) s"

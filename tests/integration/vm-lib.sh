@@ -39,6 +39,12 @@ volume_serial () {
         || fail "volume show $1"
 }
 
+# volume_allocated VOL: the bytes of pool space VOL uses now
+volume_allocated () {
+    ctl volume show "$1" --json | $PY -c 'import json, sys; print(json.load(sys.stdin)["allocated"])' \
+        || fail "volume show $1"
+}
+
 # boot_from NAME VOL: boot instance NAME (in $T/NAME) from system disk VOL,
 # with the QEMU options `blockctl attach --print-args` gives (kept in
 # $T/NAME.args: an option and its value a line, split into words)
