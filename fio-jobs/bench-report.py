@@ -48,7 +48,8 @@ JOB_OPTS = dict(JOBS)
 # Reference rows for the ratio columns.
 REF_QEMU = "qemu-nbd-none"
 REF_NULL = "nbdkit-null"
-REF_NO_DISK = "blockd-unwritten"     # blockd answering from its map, no disk I/O
+# servers without disk I/O: blockd-unwritten answers from its map (reads only)
+NO_DISK_SERVERS = (REF_NULL, "blockd-unwritten")
 
 # The goals blockd is held to, each evaluated on the medians and round by round
 # (in a round every target runs a job back to back, so a round pairs figures
@@ -401,21 +402,22 @@ def goal_held(goal, v):
 
 def goal_bound(goal, get):
     """The best any NBD server driven by fio's nbd engine can show against a
-    goal whose reference is local io_uring, or None: for throughput nbdkit
-    null's own ratio to local io_uring (it does no I/O, so only the engine and
-    the network limit it); for QD1 latency the whole latency of the quicker
-    of the two servers that do no disk I/O (nbdkit null, blockd-unwritten):
+    goal whose reference is local io_uring, or None, from the servers that
+    do no disk I/O (nbdkit null; blockd-unwritten on reads), which only the
+    engine and the network limit: for throughput the higher of their ratios
+    to local io_uring; for QD1 latency the lower of their whole latencies,
     the round trip that a server doing the disk's work pays on top of the
     disk's own latency, which is local io_uring's figure.  That sum counts
     fio's own work per request twice and the server's wake-up for the disk's
     completion not at all: an estimate within a few microseconds."""
     if goal.get("bound") == "latency":
-        lat = [get(goal["job"], t, goal["metric"]) for t in (REF_NULL, REF_NO_DISK)]
+        lat = [get(goal["job"], t, goal["metric"]) for t in NO_DISK_SERVERS]
         lat = [x for x in lat if x is not None]
         return min(lat) if lat else None
     if goal.get("bound") == "ratio":
-        f = goal_figure(goal, get, REF_NULL)
-        return f[2] if f else None
+        fs = [goal_figure(goal, get, t) for t in NO_DISK_SERVERS]
+        fs = [f[2] for f in fs if f is not None]
+        return max(fs) if fs else None
     return None
 
 
@@ -618,14 +620,13 @@ def write_docs(path, info, settings, targets, tables, goals_md):
         L.append("after another, and gives the lowest and highest; \"rounds held\" counts the")
         L.append("rounds in which the goal held. Where a reference is the lower of two")
         L.append("targets, the lower one is taken in each round. \"Bound for any NBD server")
-        L.append("here\" is given for the goals against local io_uring alone: it is what")
-        L.append("nbdkit null, the server that does no I/O, shows against the same reference")
-        L.append("(its IOPS over local io_uring's). For QD1 latency it is the whole latency")
-        L.append("of the quicker server that does no disk I/O (nbdkit null or")
-        L.append("blockd-unwritten): the round trip that a server doing the disk's work pays")
-        L.append("on top of local io_uring's latency, an estimate within a few µs. Where the")
-        L.append("bound misses the goal, no NBD server driven by fio's nbd engine can meet")
-        L.append("it on this machine.")
+        L.append("here\" is given for the goals against local io_uring alone, from the")
+        L.append("servers that do no disk I/O (nbdkit null, and blockd-unwritten on reads):")
+        L.append("the higher of their IOPS over local io_uring's, and for QD1 latency the")
+        L.append("lower of their whole latencies, the round trip that a server doing the")
+        L.append("disk's work pays on top of local io_uring's latency (an estimate within a")
+        L.append("few µs). Where the bound misses the goal, no NBD server driven by fio's")
+        L.append("nbd engine can meet it on this machine.")
         L.append("")
         L.append(goals_md)
     notes = existing_notes(path)
