@@ -55,10 +55,8 @@ NO_DISK_SERVERS = (REF_NULL, "blockd-unwritten")
 # (in a round every target runs a job back to back, so a round pairs figures
 # taken minutes apart at most).  "ref" lists the targets whose lowest figure is
 # the reference (the machine's limit: the client's ceiling or the disk's);
-# "ref_job" compares blockd with itself on another job.  "bound" marks a goal
-# whose reference is local io_uring alone: nbdkit null, the server that does
-# no I/O, bounds what any NBD server driven by fio's nbd engine can show
-# against it here (goal_bound).
+# "ref_job" compares blockd with itself on another job.  A goal whose
+# reference is local io_uring alone also gets a bound (goal_bound).
 SUBJECT = "blockd"
 REF_LOCAL = "local-uring"
 GOALS = [
@@ -78,20 +76,20 @@ GOALS = [
     # request is sent (5-6 us), so clat would leave a different part of
     # each out (docs/BENCHMARKS.md, tenth pass).
     dict(text="4k randread QD1 p50 latency ≤ local io_uring + 20 µs", job="randread-4k-qd1",
-         metric="lat_p50_us", ref=[REF_LOCAL], op="diff", at_most=20.0, bound="latency"),
+         metric="lat_p50_us", ref=[REF_LOCAL], op="diff", at_most=20.0),
     dict(text="4k randwrite QD1 p50 latency ≤ local io_uring + 20 µs", job="randwrite-4k-qd1",
-         metric="lat_p50_us", ref=[REF_LOCAL], op="diff", at_most=20.0, bound="latency"),
+         metric="lat_p50_us", ref=[REF_LOCAL], op="diff", at_most=20.0),
     dict(text="4k randread QD32 IOs per server CPU-s ≥ 1.5× nbdkit null", job="randread-4k-qd32",
          metric="ios_per_server_cpu_s", ref=[REF_NULL], op="ratio", at_least=1.5),
     dict(text="4k randwrite QD32 IOs per server CPU-s ≥ 1.5× nbdkit null",
          job="randwrite-4k-qd32", metric="ios_per_server_cpu_s", ref=[REF_NULL], op="ratio",
          at_least=1.5),
     dict(text="128k read QD8 ≥ 0.9× local io_uring", job="seqread-128k-qd8", metric="iops",
-         ref=[REF_LOCAL], op="ratio", at_least=0.9, bound="ratio"),
+         ref=[REF_LOCAL], op="ratio", at_least=0.9),
     dict(text="128k write QD8 ≥ 0.9× local io_uring", job="seqwrite-128k-qd8", metric="iops",
-         ref=[REF_LOCAL], op="ratio", at_least=0.9, bound="ratio"),
+         ref=[REF_LOCAL], op="ratio", at_least=0.9),
     dict(text="1M write QD4 ≥ 0.9× local io_uring", job="seqwrite-1m-qd4", metric="iops",
-         ref=[REF_LOCAL], op="ratio", at_least=0.9, bound="ratio"),
+         ref=[REF_LOCAL], op="ratio", at_least=0.9),
     dict(text="4k randread QD32, 4 connections ≥ 1 connection", job="randread-4k-qd32-4conn",
          metric="iops", ref_job="randread-4k-qd32", op="ratio", at_least=1.0),
     dict(text="4k randwrite QD32, 4 connections ≥ 1 connection", job="randwrite-4k-qd32-4conn",
@@ -401,24 +399,20 @@ def goal_held(goal, v):
 
 
 def goal_bound(goal, get):
-    """The best any NBD server driven by fio's nbd engine can show against a
-    goal whose reference is local io_uring, or None, from the servers that
-    do no disk I/O (nbdkit null; blockd-unwritten on reads), which only the
-    engine and the network limit: for throughput the higher of their ratios
-    to local io_uring; for QD1 latency the lower of their whole latencies,
-    the round trip that a server doing the disk's work pays on top of the
-    disk's own latency, which is local io_uring's figure.  That sum counts
-    fio's own work per request twice and the server's wake-up for the disk's
-    completion not at all: an estimate within a few microseconds."""
-    if goal.get("bound") == "latency":
-        lat = [get(goal["job"], t, goal["metric"]) for t in NO_DISK_SERVERS]
-        lat = [x for x in lat if x is not None]
-        return min(lat) if lat else None
-    if goal.get("bound") == "ratio":
-        fs = [goal_figure(goal, get, t) for t in NO_DISK_SERVERS]
-        fs = [f[2] for f in fs if f is not None]
-        return max(fs) if fs else None
-    return None
+    """For a goal whose reference is local io_uring alone, the best figure
+    that the servers without disk I/O (nbdkit null; blockd-unwritten on
+    reads), which only fio's nbd engine and the network limit, show against
+    it: the higher of their ratios to local io_uring, or for QD1 latency the
+    lower of their whole latencies, the round trip that a server doing the
+    disk's work pays on top of the disk's own latency (local io_uring's
+    figure).  That sum counts fio's own work per request twice and the
+    server's wake-up for the disk's completion not at all: an estimate within
+    a few microseconds.  None for other goals, or if neither server ran."""
+    if goal.get("ref") != [REF_LOCAL]:
+        return None
+    fs = [f for f in (goal_figure(goal, get, t) for t in NO_DISK_SERVERS) if f]
+    vals = [f[0] if goal["op"] == "diff" else f[2] for f in fs]
+    return (min if "at_most" in goal else max)(vals) if vals else None
 
 
 def build_goals(results, recs):
@@ -434,8 +428,8 @@ def build_goals(results, recs):
             by_round[(r["job"], r["target"], r["round"])] = r
     rounds = sorted({r["round"] for r in recs})
     out = []
+    get_med = lambda j, t, k: med.get((j, t), {}).get(k)
     for g in GOALS:
-        get_med = lambda j, t, k: med.get((j, t), {}).get(k)
         m = goal_figure(g, get_med)
         if m is None:
             continue
@@ -449,7 +443,8 @@ def build_goals(results, recs):
                         held=goal_held(g, m[2]), rounds=per_round,
                         rounds_held=sum(goal_held(g, v) for v in per_round),
                         op=g["op"], metric=g["metric"], bound=bound,
-                        bound_allows=None if bound is None else goal_held(g, bound)))
+                        bound_allows=None if bound is None else goal_held(g, bound),
+                        has_bound=g.get("ref") == [REF_LOCAL]))
     return out
 
 
@@ -466,7 +461,7 @@ def markdown_goals(goals):
     for g in goals:
         nd = 1 if g["metric"].endswith("_us") else 0
         rr = g["rounds"]
-        bound = "–"
+        bound = "n/a" if g["has_bound"] else "–"    # n/a: no server without disk I/O ran
         if g["bound"] is not None:
             bound = "%s (%s)" % (fmt_goal_value(g["op"], g["bound"]),
                                  "allows the goal" if g["bound_allows"] else "**misses the goal**")
@@ -600,11 +595,13 @@ def write_docs(path, info, settings, targets, tables, goals_md):
     L.append("machine CPUs busy is every CPU's non-idle time over the run (client, server,")
     L.append("kernel threads, interrupts and anything else running) from `/proc/stat`.")
     L.append("Ratios compare IOPS (and IOs per CPU-second) with qemu-nbd --cache=none and")
-    L.append("with nbdkit null, the server that does no I/O: the ceiling of fio's nbd engine")
-    L.append("on this machine. The 4conn jobs run 4 fio jobs, each on its own NBD connection,")
-    L.append("only against servers that advertise multi-conn. `sync` runs before every")
-    L.append("measurement so that one target's dirty page cache is not written back during")
-    L.append("another's run; the page-cache targets (qemu-nbd-wb, nbdkit-file) therefore")
+    L.append("with nbdkit null, the server that does no I/O, which the goals take as the")
+    L.append("ceiling of fio's nbd engine on this machine (blockd-unwritten, without disk")
+    L.append("I/O either, goes past it on reads). The 4conn jobs run 4 fio jobs, each on")
+    L.append("its own NBD connection, only against servers that advertise multi-conn.")
+    L.append("`sync` runs before every measurement so that one target's dirty page cache")
+    L.append("is not written back during another's run; the page-cache targets")
+    L.append("(qemu-nbd-wb, nbdkit-file) therefore")
     L.append("never pay for writeback in their figures, and the kernel threads that do it")
     L.append("are not counted in their CPU.")
     L.append("")
@@ -625,8 +622,9 @@ def write_docs(path, info, settings, targets, tables, goals_md):
         L.append("the higher of their IOPS over local io_uring's, and for QD1 latency the")
         L.append("lower of their whole latencies, the round trip that a server doing the")
         L.append("disk's work pays on top of local io_uring's latency (an estimate within a")
-        L.append("few µs). Where the bound misses the goal, no NBD server driven by fio's")
-        L.append("nbd engine can meet it on this machine.")
+        L.append("few µs). Where the bound misses the goal, neither server without disk I/O")
+        L.append("met it in this run, and a server that does the disk's work as well is")
+        L.append("unlikely to; \"n/a\" is a goal whose bound was not measured.")
         L.append("")
         L.append(goals_md)
     notes = existing_notes(path)

@@ -265,7 +265,7 @@ for t in $SETUP; do
 		else
 			port=$P_NKNULL
 			set -- null size=1G
-			desc="nbdkit null size=1G: no I/O at all, the ceiling of fio's nbd engine"
+			desc="nbdkit null size=1G: no I/O at all, which the goals take as the ceiling of fio's nbd engine"
 		fi
 		pidfile=$BENCH/$t.pid
 		rm -f "$pidfile"

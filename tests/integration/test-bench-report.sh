@@ -1,8 +1,9 @@
 #!/bin/sh
 # make bench's report (fio-jobs/bench-report.py) on made-up runs: the goals
 # table computes each goal on the medians and round by round, takes the
-# lower of two references in each round, and leaves out a goal whose
-# reference was not measured.
+# lower of two references in each round, leaves out a goal whose reference
+# was not measured, and bounds each goal against local io_uring alone by
+# the servers without disk I/O.
 . "$(dirname "$0")/lib.sh"
 
 R=$T/runs
@@ -56,6 +57,9 @@ rec seqread-128k-qd8 local-uring 1 10000 100
 rec seqwrite-128k-qd8 blockd 1 9000 100
 rec seqwrite-128k-qd8 nbdkit-null 1 8000 100
 rec seqwrite-128k-qd8 local-uring 1 10000 100
+# QD1 writes with neither server without disk I/O: the bound is n/a
+rec randwrite-4k-qd1 blockd 1 10000 60 null 70
+rec randwrite-4k-qd1 local-uring 1 20000 40 null 54
 # 4 connections against one: 120k against 100k and 90k
 rec randread-4k-qd32-4conn blockd 1 120000 10
 rec randread-4k-qd32-4conn blockd 2 120000 10
@@ -81,6 +85,7 @@ want "4k randread QD32 IOs per server CPU-s ≥ 1.5× nbdkit null" "| 150,000 | 
 want "4k randread QD1 p50 latency ≤ local io_uring + 20 µs" "| 2 of 2 | +18.0 µs (allows the goal) |"
 want "128k read QD8 ≥ 0.9× local io_uring" "| 8,500 | 10,000 | 0.85× | **no** | – | 0 of 1 | 1.20× (allows the goal) |"
 want "128k write QD8 ≥ 0.9× local io_uring" "| 9,000 | 10,000 | 0.90× | yes | – | 1 of 1 | 0.80× (**misses the goal**) |"
+want "4k randwrite QD1 p50 latency ≤ local io_uring + 20 µs" "| +16.0 µs | yes | – | 1 of 1 | n/a |"
 # goals against another reference than local io_uring alone have no bound
 want "4k randread QD32 ≥ 0.9× min(nbdkit null, local io_uring)" "| 2 of 2 | – |"
 want "4k randread QD32, 4 connections ≥ 1 connection" "| 120,000 | 95,000 | 1.26× | yes | 1.20× … 1.33× | 2 of 2 |"
@@ -93,6 +98,11 @@ import json, sys
 g = json.load(open(sys.argv[1]))["goals"]
 r = [x for x in g if x["goal"].startswith("4k randread QD32 ≥ 2.5")][0]
 assert r["rounds"] == [2.5, 2.25] and r["rounds_held"] == 1 and not r["held"], r
+assert r["bound"] is None, r
+q = [x for x in g if x["goal"].startswith("4k randread QD1")][0]
+assert q["bound"] == 18.0 and q["bound_allows"], q
+q = [x for x in g if x["goal"].startswith("128k write")][0]
+assert abs(q["bound"] - 0.8) < 1e-9 and q["bound_allows"] is False, q
 ' "$T/results.json" || fail "results.json lacks the goals"
 
 # A target that runs only the read jobs (blockd-unwritten) is not run on a
