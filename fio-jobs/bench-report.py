@@ -556,7 +556,7 @@ def write_docs(path, info, settings, targets, tables, goals_md):
     L.append("")
     L.append("```sh")
     L.append("make bench                 # 3 rounds x 10 s per job and target (~40 min)")
-    L.append("make bench QUICK=1         # 1 round x 3 s, no ramp (under 5 min): a smoke run")
+    L.append("make bench QUICK=1         # 1 round x 2 s, no ramp (under 5 min): a smoke run")
     L.append("# experiments (do not rewrite this file):")
     L.append("TARGETS=\"blockd nbdkit-null\" JOBS=\"randread-4k-qd32\" make bench")
     L.append("BENCH_RUNTIME=30 BENCH_ROUNDS=5 make bench")

@@ -10,9 +10,9 @@
 # on stdout, build/bench/results.json, and docs/BENCHMARKS.md.
 #
 # Environment:
-#   QUICK=1               3 s per run without a ramp, 1 round (a smoke run of a
+#   QUICK=1               2 s per run without a ramp, 1 round (a smoke run of a
 #                         few minutes)
-#   BENCH_RUNTIME=S       seconds measured per run (default 10; QUICK: 3)
+#   BENCH_RUNTIME=S       seconds measured per run (default 10; QUICK: 2)
 #   BENCH_ROUNDS=N (or R) rounds (default 3; QUICK: 1)
 #   TARGETS="a b"         subset of: blockd blockd-unwritten qemu-nbd-none qemu-nbd-wb
 #                         nbdkit-file nbdkit-null local-uring
@@ -44,9 +44,11 @@ LOGS=$BENCH/logs
 TFILE=$BENCH/targets.tsv
 
 if [ "${QUICK:-0}" = 1 ]; then
-	RUNTIME=${BENCH_RUNTIME:-3}
+	# ~65 runs: with a ramp each, or 3 s each, make bench QUICK=1 (this and
+	# bench-snapshot.sh) took past five minutes (3 s: 4 min here, 6 in all)
+	RUNTIME=${BENCH_RUNTIME:-2}
 	ROUNDS=${BENCH_ROUNDS:-${R:-1}}
-	RAMP=0   # ~65 runs: a ramp each would take QUICK past five minutes
+	RAMP=0
 else
 	RUNTIME=${BENCH_RUNTIME:-10}
 	ROUNDS=${BENCH_ROUNDS:-${R:-3}}
