@@ -398,6 +398,10 @@ def goal_held(goal, v):
     return v >= goal["at_least"] if "at_least" in goal else v <= goal["at_most"]
 
 
+def has_bound(goal):
+    return goal.get("ref") == [REF_LOCAL]
+
+
 def goal_bound(goal, get):
     """For a goal whose reference is local io_uring alone, the best figure
     that the servers without disk I/O (nbdkit null; blockd-unwritten on
@@ -408,7 +412,7 @@ def goal_bound(goal, get):
     figure).  That sum counts fio's own work per request twice and the
     server's wake-up for the disk's completion not at all: an estimate within
     a few microseconds.  None for other goals, or if neither server ran."""
-    if goal.get("ref") != [REF_LOCAL]:
+    if not has_bound(goal):
         return None
     fs = [f for f in (goal_figure(goal, get, t) for t in NO_DISK_SERVERS) if f]
     vals = [f[0] if goal["op"] == "diff" else f[2] for f in fs]
@@ -444,7 +448,7 @@ def build_goals(results, recs):
                         rounds_held=sum(goal_held(g, v) for v in per_round),
                         op=g["op"], metric=g["metric"], bound=bound,
                         bound_allows=None if bound is None else goal_held(g, bound),
-                        has_bound=g.get("ref") == [REF_LOCAL]))
+                        has_bound=has_bound(g)))
     return out
 
 
@@ -601,9 +605,8 @@ def write_docs(path, info, settings, targets, tables, goals_md):
     L.append("its own NBD connection, only against servers that advertise multi-conn.")
     L.append("`sync` runs before every measurement so that one target's dirty page cache")
     L.append("is not written back during another's run; the page-cache targets")
-    L.append("(qemu-nbd-wb, nbdkit-file) therefore")
-    L.append("never pay for writeback in their figures, and the kernel threads that do it")
-    L.append("are not counted in their CPU.")
+    L.append("(qemu-nbd-wb, nbdkit-file) therefore never pay for writeback in their")
+    L.append("figures, and the kernel threads that do it are not counted in their CPU.")
     L.append("")
     L.append("## Results")
     L.append("")
