@@ -45,6 +45,15 @@ volume_allocated () {
         || fail "volume show $1"
 }
 
+# expect_freed VOL BEFORE BYTES WHAT: VOL's allocated bytes are now at least
+# BYTES below BEFORE (its figure before WHAT)
+expect_freed () {
+    _after=$(volume_allocated "$1")
+    [ "$_after" -le $(($2 - $3)) ] \
+        || fail "$4 freed $(($2 - _after)) bytes of $1, want $3 or more (allocated $2, then $_after)"
+    echo "$1: allocated $2, after $4 $_after"
+}
+
 # boot_from NAME VOL: boot instance NAME (in $T/NAME) from system disk VOL,
 # with the QEMU options `blockctl attach --print-args` gives (kept in
 # $T/NAME.args: an option and its value a line, split into words)
