@@ -30,6 +30,7 @@ struct blk_config {
   int64_t batch_us;           /* with many requests in flight, wait this long for a batch */
   int64_t fault_injection;    /* 1: POST /v1/debug/faults works (tests only) */
   int64_t hole_replies;       /* 1: never-written ranges go back as OFFSET_HOLE chunks */
+  uint64_t read_ahead;        /* bytes read ahead of a sequential reader; 0: off */
   char log_level[16];
 };
 extern struct blk_config blk_cfg;

@@ -138,6 +138,7 @@ struct volume {
   struct vol_io *excl_active;       /* writes that need a range to themselves */
   struct vol_io *excl_waiting;      /* (unaligned, copy-on-write) and waiters */
   _Atomic int writes_inflight;      /* for a snapshot's quiesce */
+  _Atomic uint64_t writes_started;  /* ever, for read-ahead (vol_write_mark) */
   atomic_bool quiescing;
   pthread_cond_t quiesce_cond;
   struct vol_io *quiesce_waiting;

@@ -365,6 +365,29 @@ excl_leave (struct vol_io *io)
   post_all (w);
 }
 
+/* A write of v starts: it is in flight until write_done.  In this order,
+ * so that vol_write_mark, which reads them the other way round, sees a
+ * write either in flight or in writes_started. */
+static void
+write_begin (struct volume *v)
+{
+  atomic_fetch_add (&v->writes_inflight, 1);
+  atomic_fetch_add (&v->writes_started, 1);
+}
+
+uint64_t
+vol_write_mark (struct volume *v)
+{
+  uint64_t started = atomic_load (&v->writes_started);
+  return atomic_load (&v->writes_inflight) ? 0 : started + 1;
+}
+
+bool
+vol_written_since (struct volume *v, uint64_t mark)
+{
+  return mark == 0 || atomic_load (&v->writes_started) + 1 != mark;
+}
+
 /* A write of v is done (or parked): a snapshot waiting for it may go on. */
 static void
 write_done (struct volume *v)
@@ -481,7 +504,7 @@ cow_start (struct vol_io *io, const uint64_t *cow, unsigned ncow)
     post_all (w);
     return r;
   }
-  atomic_fetch_add (&v->writes_inflight, 1);
+  write_begin (v);
   pthread_mutex_unlock (&v->lock);
   io->phase = PH_COW;
   for (unsigned i = 0; i < io->nsubs; i++) {
@@ -659,7 +682,7 @@ do_write (struct vol_io *io)
     io->next = v->excl_active;
     v->excl_active = io;
   }
-  atomic_fetch_add (&v->writes_inflight, 1);
+  write_begin (v);
   io->counted = true;
   int r = 0;
   for (uint64_t pos = lo; pos < hi;) {
@@ -794,7 +817,7 @@ do_zero (struct vol_io *io)
   int g = write_gate (io, io->offset >> st->chunk_shift, (end - 1) >> st->chunk_shift, true);
   if (g <= 0)
     return g;
-  atomic_fetch_add (&v->writes_inflight, 1);
+  write_begin (v);
   io->counted = true;
   int r = 0;
   for (uint64_t pos = io->offset; pos < end && r == 0;) {

@@ -198,6 +198,12 @@ uint32_t vol_chunk_size (struct volume *v);
  * snapshot or a clone's source still sees it?  (A write that covers such a
  * chunk whole, aligned, replaces it without a copy.) */
 bool vol_write_copies (struct volume *v, uint64_t offset, uint64_t length);
+/* For data read ahead of a client (any thread): a mark taken before the
+ * read is submitted, 0 if a write, trim or write-zeroes of v is in flight
+ * (the read might miss part of it).  The data read is current for as long
+ * as vol_written_since says no write of v has started since the mark. */
+uint64_t vol_write_mark (struct volume *v);
+bool vol_written_since (struct volume *v, uint64_t mark);
 
 /* ---- data path ------------------------------------------------------------ */
 /* One per loop thread.  The loop hands every CQE whose user_data has

@@ -1,0 +1,188 @@
+#!/usr/bin/python3
+# tests/integration/read-ahead.py — a sequential reader gets what a read
+# sent at that moment must return, though blockd reads ahead of it, while
+# other connections (on the other loop) and its own write, trim and zero
+# the ranges it has read ahead.  Run by test-read-ahead.sh, against a
+# blockd with two loops that has had no NBD connection yet:
+#
+#   /usr/bin/python3 read-ahead.py HOST PORT VOLUME VOLUME2 SIZE
+#
+# Both volumes are fresh, of SIZE bytes: the first for the sequences of
+# reads and writes, the second for reads racing writes.
+# Every check prints one line; the first failed check raises and the script
+# exits 1 with a traceback naming it.
+
+import random
+import select
+import struct
+import sys
+
+import nbd
+
+HOST, PORT, VOL, VOL2, SIZE = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+KiB = 1024
+REQ = 128 * KiB                  # the reader's requests: within read-ahead's sizes
+BLK = 4 * KiB
+NBLK = SIZE // BLK
+rng = random.Random(20261128)
+
+
+def step(msg):
+    print("  " + msg, flush=True)
+
+
+accepted = 0
+spares = []
+
+
+def connect(name=VOL, loop=None):
+    """A connection; blockd hands the n-th one it accepts to loop n % 2.
+    With loop given, one more is opened first if need be, to land on it."""
+    global accepted
+    if loop is not None and accepted % 2 != loop:
+        spares.append(connect(name))
+    h = nbd.NBD()
+    h.connect_uri("nbd://%s:%d/%s" % (HOST, PORT, name))
+    accepted += 1
+    return h
+
+
+def block(i, version):
+    """Block i at a version: its index and version, then filler of both."""
+    head = struct.pack(">QQ", i, version)
+    return head + bytes([(i + version) % 251]) * (BLK - len(head))
+
+
+def blocks(off, n, version):
+    """n blocks from offset off, at a version."""
+    return b"".join(block(i, version) for i in range(off // BLK, off // BLK + n))
+
+
+model = bytearray(SIZE)
+
+
+def put(h, off, data):
+    h.pwrite(data, off)
+    model[off:off + len(data)] = data
+
+
+def expect(h, off, n, what):
+    got = h.pread(n, off)
+    if got != bytes(model[off:off + n]):
+        bad = next(i for i in range(n) if got[i] != model[off + i])
+        raise AssertionError("%s: %d bytes at %d differ from offset %d on" % (what, n, off, off + bad))
+
+
+# ---- sequential reads, with writes ahead of them ------------------------------
+w = connect(loop=0)
+r = connect(loop=1)
+assert w.can_multi_conn(), "blockd advertises multi-conn"
+half = SIZE // 2
+put(w, 0, blocks(0, half // BLK, 1))    # the rest never written
+
+def stream(h, start, count, what, between=None):
+    """count reads of REQ from start, in order; between(k) runs before read k."""
+    for k in range(count):
+        if between:
+            between(k)
+        expect(h, start + k * REQ, REQ, "%s, read %d" % (what, k))
+
+def ahead(what, at, write, hh=None):
+    """A fresh reader reads 12 requests in order from `at`; write(h) runs
+    before its sixth read (read-ahead started after the fourth), on the
+    reader's own connection if hh is "own", else on another one's."""
+    step(what)
+    h = connect(loop=1)
+    stream(h, at, 12, what, lambda k: k == 5 and write(h if hh == "own" else w))
+    h.shutdown()
+
+ahead("another connection writes a whole request ahead", 0,
+      lambda h: put(h, 7 * REQ, blocks(7 * REQ, REQ // BLK, 2)))
+ahead("another connection writes one block ahead", 16 * REQ,
+      lambda h: put(h, 25 * REQ + 3 * BLK, blocks(25 * REQ + 3 * BLK, 1, 3)))
+ahead("another connection writes unaligned bytes ahead", 32 * REQ,
+      lambda h: put(h, 40 * REQ + 100, b"\xa5" * 5000))
+
+def trim_zero(h):
+    h.trim(REQ, 56 * REQ)        # may keep its blocks: written zeros too
+    h.zero(REQ, 56 * REQ)
+    model[56 * REQ:57 * REQ] = bytes(REQ)
+    h.zero(2 * BLK, 57 * REQ + BLK)
+    model[57 * REQ + BLK:57 * REQ + 3 * BLK] = bytes(2 * BLK)
+ahead("another connection trims and zeroes ahead", 48 * REQ, trim_zero)
+ahead("the reader writes ahead of its own stream", 64 * REQ,
+      lambda h: put(h, 70 * REQ + 5 * BLK, blocks(70 * REQ + 5 * BLK, 1, 4)), hh="own")
+
+ahead("a stream into never-written space, written ahead of it", half - 4 * REQ,
+      lambda h: put(h, half + 3 * REQ, blocks(half + 3 * REQ, REQ // BLK, 5)))
+
+step("a stream to the end of the volume, then from its start again")
+stream(r, SIZE - 6 * REQ, 6, "to the end")
+stream(r, 0, 6, "from the start")
+
+r.shutdown()
+w.shutdown()
+
+# ---- eight reads in flight, writes racing them ---------------------------------
+# A read must see every write acknowledged before it was sent, and may see
+# a write that was still in flight.  Each block carries its version; the
+# versions acknowledged when each read is sent are its minimum.
+step("8 reads in flight, 3 times over the volume, a write just ahead of them every 4 reads")
+rd, wr = connect(VOL2, loop=0), connect(VOL2, loop=1)
+wr.pwrite(blocks(0, half // BLK, 1), 0)     # the rest never written
+acked = [1 if i < half // BLK else 0 for i in range(NBLK)]
+version = 100
+pos = 0                                  # next read's offset, over 3 passes
+reads = {}                               # cookie -> (offset, buffer, minimum versions)
+checked = 0
+writing = None                           # (cookie, block, version) in flight
+written = 0
+next_write = 0                           # after this many reads checked
+
+
+def verify(off, data, need):
+    for j in range(REQ // BLK):
+        b = off // BLK + j
+        got = data[j * BLK:(j + 1) * BLK]
+        if got == bytes(BLK):
+            v = 0
+        else:
+            i, v = struct.unpack(">QQ", got[:16])
+            assert i == b and got == block(b, v), "block %d: garbage (index %d, version %d)" % (b, i, v)
+        assert v >= need[j], "block %d read version %d, but %d was acknowledged before the read was sent" % (b, v, need[j])
+
+
+while pos < 3 * SIZE or reads or writing:
+    while len(reads) < 8 and pos < 3 * SIZE:
+        off = pos % SIZE
+        buf = nbd.Buffer(REQ)
+        c = rd.aio_pread(buf, off)
+        reads[c] = (off, buf, acked[off // BLK:off // BLK + REQ // BLK])
+        pos += REQ
+    if writing is None and pos < 3 * SIZE and checked >= next_write:
+        next_write = checked + 4         # a pause, in which reads may start ahead
+        b = ((pos % SIZE) // BLK + rng.randrange(0, 512)) % NBLK   # within 2 MiB ahead
+        version += 1
+        writing = (wr.aio_pwrite(block(b, version), b * BLK), b, version)
+    rl = [h.aio_get_fd() for h in (rd, wr) if h.aio_get_direction() & nbd.AIO_DIRECTION_READ]
+    wl = [h.aio_get_fd() for h in (rd, wr) if h.aio_get_direction() & nbd.AIO_DIRECTION_WRITE]
+    ready_r, ready_w, _ = select.select(rl, wl, [], 10)
+    assert ready_r or ready_w, "no progress for 10 s"
+    for h in (rd, wr):
+        if h.aio_get_fd() in ready_r:
+            h.aio_notify_read()
+        if h.aio_get_fd() in ready_w:
+            h.aio_notify_write()
+    if writing and wr.aio_command_completed(writing[0]):
+        acked[writing[1]] = writing[2]
+        written += 1
+        writing = None
+    for c in [c for c in reads if rd.aio_command_completed(c)]:
+        off, buf, need = reads.pop(c)
+        verify(off, buf.to_bytearray(), need)
+        checked += 1
+step("%d reads checked against %d writes" % (checked, written))
+rd.shutdown()
+wr.shutdown()
+for h in spares:
+    h.shutdown()
