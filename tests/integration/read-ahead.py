@@ -87,13 +87,13 @@ def stream(h, start, count, what, between=None):
             between(k)
         expect(h, start + k * REQ, REQ, "%s, read %d" % (what, k))
 
-def ahead(what, at, write, hh=None):
+def ahead(what, at, write, own=False):
     """A fresh reader reads 12 requests in order from `at`; write(h) runs
     before its sixth read (read-ahead started after the fourth), on the
-    reader's own connection if hh is "own", else on another one's."""
+    reader's own connection if own, else on another one's."""
     step(what)
     h = connect(loop=1)
-    stream(h, at, 12, what, lambda k: k == 5 and write(h if hh == "own" else w))
+    stream(h, at, 12, what, lambda k: k == 5 and write(h if own else w))
     h.shutdown()
 
 ahead("another connection writes a whole request ahead", 0,
@@ -111,7 +111,7 @@ def trim_zero(h):
     model[57 * REQ + BLK:57 * REQ + 3 * BLK] = bytes(2 * BLK)
 ahead("another connection trims and zeroes ahead", 48 * REQ, trim_zero)
 ahead("the reader writes ahead of its own stream", 64 * REQ,
-      lambda h: put(h, 70 * REQ + 5 * BLK, blocks(70 * REQ + 5 * BLK, 1, 4)), hh="own")
+      lambda h: put(h, 70 * REQ + 5 * BLK, blocks(70 * REQ + 5 * BLK, 1, 4)), own=True)
 
 ahead("a stream into never-written space, written ahead of it", half - 4 * REQ,
       lambda h: put(h, half + 3 * REQ, blocks(half + 3 * REQ, REQ // BLK, 5)))
