@@ -139,13 +139,12 @@ struct blk_conn {
 
   /* Read-ahead: the client's last read, how many reads in a row began
    * where the one before ended with the same length, and the reads started
-   * ahead of them (RA_AHEAD, by offset, up to ra_end). */
+   * ahead of them (RA_AHEAD, by offset, from seq_next on). */
   uint64_t seq_next;            /* where the last read ended */
   uint32_t seq_len;
   unsigned seq_run;
   unsigned ra_wait;             /* back-off: reads of the stream before reading ahead again */
   unsigned ra_backoff;          /* the last back-off (0: none since the data was last current) */
-  uint64_t ra_end;
   struct blk_req *ra_head, *ra_tail;
   unsigned ra_n;                /* in the list */
   unsigned ra_reqs;             /* in the list, or dropped with their read on the disk */
@@ -966,6 +965,15 @@ ra_park (struct blk_conn *c, struct blk_req *q, bool ready)
   }
 }
 
+/* A read ahead that no request took, its read done: give it back. */
+static void
+ra_release (struct blk_conn *c, struct blk_req *q)
+{
+  q->ra = RA_NONE;
+  c->ra_reqs--;
+  conn_release (c, q);
+}
+
 static void
 ra_drop_all (struct blk_conn *c)
 {
@@ -975,16 +983,13 @@ ra_drop_all (struct blk_conn *c)
     q->next = NULL;
     if (q->ra_ready) {
       ra_park (c, q, false);
-      q->ra = RA_NONE;
-      c->ra_reqs--;
-      conn_release (c, q);
+      ra_release (c, q);
     }
     else
       q->ra = RA_DROPPED;
   }
   c->ra_tail = NULL;
   c->ra_n = 0;
-  c->ra_end = 0;
 }
 
 /* The data read ahead is not current: drop it all, and do not read ahead
@@ -1008,9 +1013,7 @@ ra_read_done (struct blk_conn *c, struct blk_req *q)
     ra_park (c, q, true);
     return true;
   case RA_DROPPED:
-    q->ra = RA_NONE;
-    c->ra_reqs--;
-    conn_release (c, q);
+    ra_release (c, q);
     return true;
   default:                      /* RA_CLAIMED: current when claimed */
     q->ra = RA_NONE;
@@ -1044,16 +1047,11 @@ ra_claim (struct blk_conn *c, const struct nbd_request *r)
   c->ra_used++;
   c->ra_backoff = 0;
   q->r = *r;
-  if (!q->ra_ready) {
-    q->ra = RA_CLAIMED;
-    return true;
+  q->ra = RA_CLAIMED;
+  if (q->ra_ready) {            /* answered now, else when its read is done */
+    ra_park (c, q, false);
+    req_done (c, q);
   }
-  ra_park (c, q, false);
-  q->ra = RA_NONE;
-  if (q->io.result == 0)
-    reply (c, q, 0, 0, NULL);
-  else
-    execute (c, q);
   return true;
 }
 
@@ -1073,7 +1071,6 @@ ra_start (struct blk_conn *c, uint64_t offset, uint32_t len, uint64_t mark)
   c->ra_tail = q;
   c->ra_n++;
   c->ra_reqs++;
-  c->ra_end = offset + len;
   c->ra_started++;
   execute (c, q);
   return true;
@@ -1088,7 +1085,7 @@ ra_follow (struct blk_conn *c, const struct nbd_request *r)
   c->seq_run = seq ? c->seq_run + 1 : 0;
   c->seq_next = r->offset + r->length;
   c->seq_len = r->length;
-  if (!seq)
+  if (!seq && c->ra_head)
     ra_drop_all (c);
   if (c->seq_run < RA_AFTER || r->length < RA_MIN_LEN || r->length > RA_MAX_LEN)
     return;
@@ -1097,7 +1094,7 @@ ra_follow (struct blk_conn *c, const struct nbd_request *r)
     return;
   }
   uint64_t want = blk_cfg.read_ahead / r->length;
-  uint64_t front = c->ra_end > c->seq_next ? c->ra_end : c->seq_next;
+  uint64_t front = c->ra_tail ? c->ra_tail->r.offset + c->ra_tail->r.length : c->seq_next;
   uint64_t size = vol_size (c->vol);
   while (c->ra_n < want && c->ra_n < RA_MAX && front <= size && r->length <= size - front
          && c->state == CONN_TRANSMISSION && !c->eof && !atomic_load (&c->kicked)
@@ -1162,6 +1159,20 @@ process_handshake (struct blk_conn *c)
   }
 }
 
+/* Requests the client has in flight: not those read ahead of it. */
+static unsigned
+client_inflight (const struct blk_conn *c)
+{
+  return c->inflight - c->ra_reqs;
+}
+
+/* A request has come (and is counted in flight): average the depth. */
+static void
+note_depth (struct blk_conn *c)
+{
+  c->depth16 = c->depth16 - (c->depth16 + 4) / 8 + 2 * client_inflight (c);
+}
+
 /* Returns false when reading must pause (a limit, or an incomplete message). */
 static bool
 process_one (struct blk_conn *c)
@@ -1189,7 +1200,7 @@ process_one (struct blk_conn *c)
     return false;
   }
   size_t need = (r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) ? r.length : 0;
-  unsigned inflight = c->inflight - c->ra_reqs;     /* the client's */
+  unsigned inflight = client_inflight (c);
   if (inflight >= (unsigned) blk_cfg.max_inflight
       || (inflight && c->inflight_bytes + need > MAX_CONN_BYTES))
     return false;               /* resumes when a reply has been sent */
@@ -1218,7 +1229,7 @@ process_one (struct blk_conn *c)
     return true;
   }
   if (r.type == NBD_CMD_READ && ra_claim (c, &r)) {
-    c->depth16 = c->depth16 - (c->depth16 + 4) / 8 + 2 * (c->inflight - c->ra_reqs);
+    note_depth (c);
     ra_follow (c, &r);
     return true;
   }
@@ -1237,7 +1248,7 @@ process_one (struct blk_conn *c)
     return true;
   }
   c->big_writes = r.type == NBD_CMD_WRITE && r.length >= DIRECT_MIN;
-  c->depth16 = c->depth16 - (c->depth16 + 4) / 8 + 2 * (c->inflight - c->ra_reqs);
+  note_depth (c);
   if (c->depth16 <= PIECE_MAX_DEPTH16 && (q->piece_len = piece_len_for (c, &r)) != 0) {
     if (q->pieces == NULL && (q->pieces = calloc (MAX_PIECES - 1, sizeof *q->pieces)) == NULL)
       q->piece_len = 0;             /* whole */
