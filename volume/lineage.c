@@ -330,8 +330,9 @@ hold_view (struct vol_store *st, struct holders *h, struct lineage *l, uint32_t 
   return 0;
 }
 
-/* Caller holds st->lock, so histories change only by live writes, under
- * their volume's lock, which view_materialize takes around each lineage. */
+/* Caller holds st->lock (and no volume's lock), so histories change only
+ * by live writes, under their volume's lock, which view_materialize and
+ * the count of unseen entries take around each lineage. */
 int
 holders_compute (struct vol_store *st, struct holders *h)
 {
@@ -353,8 +354,11 @@ holders_compute (struct vol_store *st, struct holders *h)
     holders_free (h);
     return r;
   }
-  /* every entry of every lineage owns its chunk: count the unseen ones */
-  for (struct lineage *l = st->lineages; l; l = l->next)
+  /* every entry of every lineage owns its chunk: count the unseen ones
+   * (under the live volume's lock: its writes grow the histories) */
+  for (struct lineage *l = st->lineages; l; l = l->next) {
+    if (l->live)
+      pthread_mutex_lock (&l->live->lock);
     for (uint64_t i = 0; i < l->nleaves; i++) {
       if (l->leaves[i] == NULL)
         continue;
@@ -367,6 +371,9 @@ holders_compute (struct vol_store *st, struct holders *h)
         }
       }
     }
+    if (l->live)
+      pthread_mutex_unlock (&l->live->lock);
+  }
   for (uint64_t p = 0; p < st->nchunks; p++)
     if (h->count[p] > 1)
       h->shared++;
