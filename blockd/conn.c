@@ -89,7 +89,7 @@ struct blk_req {
   unsigned chunks_out;          /* chunks queued or being sent */
   bool out_done;                /* the reply is sent: release when chunks_out is 0 */
   /* A read started ahead of the client (see read-ahead): ra is its state,
-   * ra_mark the volume's write mark when it started. */
+   * ra_mark the volume's write mark for its range when it started. */
   uint8_t ra;                   /* enum ra_state */
   bool ra_ready;                /* RA_AHEAD: its read is done */
   uint64_t ra_mark;
@@ -930,12 +930,14 @@ req_get (struct blk_conn *c, const struct nbd_request *r)
  *
  * Multi-conn: the data read ahead must be what a read sent now would
  * return, after writes from any connection or loop.  A read starts ahead
- * only while no write, trim or write-zeroes of the volume is in flight,
- * and is taken only if none has started since (vol_write_mark); otherwise
- * the request is read afresh, what was read ahead is dropped, and the
- * stream's next reads are not read ahead: 16 of them, twice as many after
- * each drop in a row (at most RA_BACKOFF_MAX), so that a volume written
- * all the time costs few wasted reads (and gets little read-ahead). */
+ * only while no write, trim or write-zeroes near its range (in the same
+ * 1 MiB regions) is in flight, and is taken only if none has started there
+ * since (vol_write_mark); otherwise the request is read afresh, what was
+ * read ahead is dropped, and the stream's next reads are not read ahead:
+ * 16 of them, twice as many after each drop in a row (at most
+ * RA_BACKOFF_MAX), so that a stream written just ahead of the reader all
+ * the time costs few wasted reads.  Writes elsewhere on the volume (a
+ * guest copying a file, its journal) leave the stream alone. */
 #define RA_MIN_LEN  (32 * 1024)
 #define RA_MAX_LEN  (256 * 1024)
 #define RA_MAX      64
@@ -1035,7 +1037,7 @@ ra_claim (struct blk_conn *c, const struct nbd_request *r)
   struct blk_req *q = c->ra_head;
   if (q == NULL || q->r.offset != r->offset || q->r.length != r->length)
     return false;
-  if (vol_written_since (c->vol, q->ra_mark)) {
+  if (vol_written_since (c->vol, q->r.offset, q->r.length, q->ra_mark)) {
     ra_back_off (c);
     return false;
   }
@@ -1100,7 +1102,7 @@ ra_follow (struct blk_conn *c, const struct nbd_request *r)
          && c->state == CONN_TRANSMISSION && !c->eof && !atomic_load (&c->kicked)
          && c->inflight < (unsigned) blk_cfg.max_inflight
          && c->inflight_bytes + r->length <= MAX_CONN_BYTES) {
-    uint64_t mark = vol_write_mark (c->vol);
+    uint64_t mark = vol_write_mark (c->vol, front, r->length);
     if (mark == 0 || !ra_start (c, front, r->length, mark))
       break;
     front += r->length;

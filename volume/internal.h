@@ -111,6 +111,20 @@ struct vol_store {
   bool sync_stop;
 };
 
+/* Writes, trims and write-zeroes counted by the 1 MiB regions of the
+ * volume they touch, for data read ahead of a client (vol_write_mark):
+ * region r counts in wr[r % WR_SLOTS], so regions WR_SLOTS MiB apart share
+ * a slot and a write to one makes what was read ahead from the other look
+ * stale, which costs a read again and nothing else.  started wraps after
+ * 2^32 writes to a slot, far more than come while a read ahead waits to
+ * be taken (at most a second without reads). */
+#define WR_SHIFT 20
+#define WR_SLOTS 1024
+struct wr_region {
+  _Atomic uint32_t inflight;
+  _Atomic uint32_t started;
+};
+
 struct volume {
   struct vol_store *st;
   _Atomic int refs;                 /* registry + sessions */
@@ -127,7 +141,7 @@ struct volume {
   unsigned nattach;                 /* attach[]: under st->lock */
   struct vol_attachment attach[VOL_ATTACH_MAX];
 
-  pthread_mutex_t lock;             /* everything below, and lin's history */
+  pthread_mutex_t lock;             /* everything below (not wr[]), and lin's history */
   _Atomic uint64_t size;            /* changed under lock; read without it on the I/O path */
   ment_t **leaves;                  /* chunk map of the live view */
   uint64_t nleaves;
@@ -138,7 +152,7 @@ struct volume {
   struct vol_io *excl_active;       /* writes that need a range to themselves */
   struct vol_io *excl_waiting;      /* (unaligned, copy-on-write) and waiters */
   _Atomic int writes_inflight;      /* for a snapshot's quiesce */
-  _Atomic uint64_t writes_started;  /* ever, for read-ahead (vol_write_mark) */
+  struct wr_region wr[WR_SLOTS];    /* writes by where they go, for read-ahead */
   atomic_bool quiescing;
   pthread_cond_t quiesce_cond;
   struct vol_io *quiesce_waiting;

@@ -365,33 +365,74 @@ excl_leave (struct vol_io *io)
   post_all (w);
 }
 
-/* A write of v starts: it is in flight until write_done.  In this order,
- * so that vol_write_mark, which reads them the other way round, sees a
- * write either in flight or in writes_started. */
-static void
-write_begin (struct volume *v)
+/* The regions that [offset, offset + length) touches: the first, and how
+ * many (at most WR_SLOTS: then every slot). */
+static unsigned
+wr_span (uint64_t offset, uint64_t length, uint64_t *first)
 {
+  *first = offset >> WR_SHIFT;
+  uint64_t n = ((offset + (length ? length : 1) - 1) >> WR_SHIFT) - *first + 1;
+  return n < WR_SLOTS ? (unsigned) n : WR_SLOTS;
+}
+
+static struct wr_region *
+wr_slot (struct volume *v, uint64_t region)
+{
+  return &v->wr[region % WR_SLOTS];
+}
+
+/* A write of v to [offset, offset + length) starts: it is in flight until
+ * write_done with the same range.  In each region in flight first, then
+ * started, so that vol_write_mark, which reads them the other way round,
+ * sees the write either in flight or started. */
+static void
+write_begin (struct volume *v, uint64_t offset, uint64_t length)
+{
+  uint64_t first;
+  unsigned n = wr_span (offset, length, &first);
   atomic_fetch_add (&v->writes_inflight, 1);
-  atomic_fetch_add (&v->writes_started, 1);
+  for (unsigned i = 0; i < n; i++) {
+    atomic_fetch_add (&wr_slot (v, first + i)->inflight, 1);
+    atomic_fetch_add (&wr_slot (v, first + i)->started, 1);
+  }
+}
+
+/* The writes started in the regions of a range, and whether one is in
+ * flight. */
+static uint64_t
+wr_started (struct volume *v, uint64_t offset, uint64_t length, bool *busy)
+{
+  uint64_t first, started = 0;
+  unsigned n = wr_span (offset, length, &first);
+  for (unsigned i = 0; i < n; i++)
+    started += atomic_load (&wr_slot (v, first + i)->started);
+  for (unsigned i = 0; busy && i < n; i++)
+    *busy |= atomic_load (&wr_slot (v, first + i)->inflight) != 0;
+  return started;
 }
 
 uint64_t
-vol_write_mark (struct volume *v)
+vol_write_mark (struct volume *v, uint64_t offset, uint32_t length)
 {
-  uint64_t started = atomic_load (&v->writes_started);
-  return atomic_load (&v->writes_inflight) ? 0 : started + 1;
+  bool busy = false;
+  uint64_t started = wr_started (v, offset, length, &busy);
+  return busy ? 0 : started + 1;
 }
 
 bool
-vol_written_since (struct volume *v, uint64_t mark)
+vol_written_since (struct volume *v, uint64_t offset, uint32_t length, uint64_t mark)
 {
-  return mark == 0 || atomic_load (&v->writes_started) + 1 != mark;
+  return mark == 0 || wr_started (v, offset, length, NULL) + 1 != mark;
 }
 
 /* A write of v is done (or parked): a snapshot waiting for it may go on. */
 static void
-write_done (struct volume *v)
+write_done (struct volume *v, uint64_t offset, uint64_t length)
 {
+  uint64_t first;
+  unsigned n = wr_span (offset, length, &first);
+  for (unsigned i = 0; i < n; i++)
+    atomic_fetch_sub (&wr_slot (v, first + i)->inflight, 1);
   if (atomic_fetch_sub (&v->writes_inflight, 1) == 1 && atomic_load (&v->quiescing)) {
     pthread_mutex_lock (&v->lock);
     pthread_cond_broadcast (&v->quiesce_cond);
@@ -504,7 +545,7 @@ cow_start (struct vol_io *io, const uint64_t *cow, unsigned ncow)
     post_all (w);
     return r;
   }
-  write_begin (v);
+  write_begin (v, io->offset, io->length);
   pthread_mutex_unlock (&v->lock);
   io->phase = PH_COW;
   for (unsigned i = 0; i < io->nsubs; i++) {
@@ -579,7 +620,7 @@ cow_publish (struct vol_io *io)
   /* the copied entry may now be seen by nobody (a clone's source that no
    * snapshot keeps): the store collects it soon */
   atomic_store (&st->gc_needed, true);
-  write_done (v);
+  write_done (v, io->offset, io->length);
   post_all (w);
 }
 
@@ -682,7 +723,7 @@ do_write (struct vol_io *io)
     io->next = v->excl_active;
     v->excl_active = io;
   }
-  write_begin (v);
+  write_begin (v, io->offset, io->length);
   io->counted = true;
   int r = 0;
   for (uint64_t pos = lo; pos < hi;) {
@@ -817,7 +858,7 @@ do_zero (struct vol_io *io)
   int g = write_gate (io, io->offset >> st->chunk_shift, (end - 1) >> st->chunk_shift, true);
   if (g <= 0)
     return g;
-  write_begin (v);
+  write_begin (v, io->offset, io->length);
   io->counted = true;
   int r = 0;
   for (uint64_t pos = io->offset; pos < end && r == 0;) {
@@ -909,7 +950,7 @@ finish_io (struct vol_io *io)
     excl_leave (io);
   if (io->counted) {
     io->counted = false;
-    write_done (io->vol);
+    write_done (io->vol, io->offset, io->length);
   }
   free (io->bounce);
   io->bounce = NULL;

@@ -198,12 +198,15 @@ uint32_t vol_chunk_size (struct volume *v);
  * snapshot or a clone's source still sees it?  (A write that covers such a
  * chunk whole, aligned, replaces it without a copy.) */
 bool vol_write_copies (struct volume *v, uint64_t offset, uint64_t length);
-/* For data read ahead of a client (any thread): a mark taken before the
- * read is submitted, 0 if a write, trim or write-zeroes of v is in flight
- * (the read might miss part of it).  The data read is current for as long
- * as vol_written_since says no write of v has started since the mark. */
-uint64_t vol_write_mark (struct volume *v);
-bool vol_written_since (struct volume *v, uint64_t mark);
+/* For data read ahead of a client (any thread): a mark for reading
+ * [offset, offset + length), taken before the read is submitted; 0 if a
+ * write, trim or write-zeroes near the range is in flight, for the read
+ * might miss part of it.  The data read is current for as long as
+ * vol_written_since says no write near it has started since the mark.
+ * Near: in the range's 1 MiB regions, so a write that overlaps it always
+ * counts; so may one in a region WR_SLOTS MiB away, which shares counters. */
+uint64_t vol_write_mark (struct volume *v, uint64_t offset, uint32_t length);
+bool vol_written_since (struct volume *v, uint64_t offset, uint32_t length, uint64_t mark);
 
 /* ---- data path ------------------------------------------------------------ */
 /* One per loop thread.  The loop hands every CQE whose user_data has

@@ -2,13 +2,14 @@
 # tests/integration/read-ahead.py — a sequential reader gets what a read
 # sent at that moment must return, though blockd reads ahead of it, while
 # other connections (on the other loop) and its own write, trim and zero
-# the ranges it has read ahead.  Run by test-read-ahead.sh, against a
-# blockd with two loops that has had no NBD connection yet:
+# the ranges it has read ahead, or write elsewhere (a copy).  Run by
+# test-read-ahead.sh, against a blockd with two loops that has had no NBD
+# connection yet:
 #
 #   /usr/bin/python3 read-ahead.py HOST PORT VOLUME VOLUME2 SIZE
 #
-# Both volumes are fresh, of SIZE bytes: the first for the sequences of
-# reads and writes, the second for reads racing writes.
+# Both volumes are fresh, of SIZE bytes (16 MiB): the first for the
+# sequences of reads and writes, the second for reads racing writes.
 # Every check prints one line; the first failed check raises and the script
 # exits 1 with a traceback naming it.
 
@@ -21,6 +22,7 @@ import nbd
 
 HOST, PORT, VOL, VOL2, SIZE = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 KiB = 1024
+MiB = 1024 * KiB
 REQ = 128 * KiB                  # the reader's requests: within read-ahead's sizes
 BLK = 4 * KiB
 NBLK = SIZE // BLK
@@ -119,6 +121,16 @@ ahead("a stream into never-written space, written ahead of it", half - 4 * REQ,
 step("a stream to the end of the volume, then from its start again")
 stream(r, SIZE - 6 * REQ, 6, "to the end")
 stream(r, 0, 6, "from the start")
+
+step("a copy: the reader writes what it reads 8 MiB on, another connection writes 14 MiB on")
+h = connect(loop=1)
+for k in range(32):
+    data = h.pread(REQ, k * REQ)
+    assert data == bytes(model[k * REQ:(k + 1) * REQ]), "copy, read %d" % k
+    put(h, 8 * MiB + k * REQ, data)
+    put(w, 14 * MiB + k * BLK, block(14 * MiB // BLK + k, 6))
+expect(h, 8 * MiB, 32 * REQ, "the copy")
+h.shutdown()
 
 r.shutdown()
 w.shutdown()

@@ -2,7 +2,8 @@
 # tests/integration/test-read-ahead.sh — read-ahead keeps a sequential
 # reader's data current (tests/integration/read-ahead.py): writes, trims and
 # write-zeroes ahead of the reader, from another connection or its own; a
-# stream into never-written space; the end of the volume; a read elsewhere;
+# stream into never-written space; the end of the volume; a copy, whose
+# writes elsewhere leave what was read ahead current; a read elsewhere;
 # eight reads in flight racing writes just ahead of them.  The log must show
 # that reads were started ahead and used, so that the checks are not of the
 # plain path alone.
@@ -22,16 +23,20 @@ stop_blockd      # every connection has logged what it read ahead
 echo "reads were started ahead, and used"
 grep 'reads started ahead' "$T/blockd.log" | sed 's/.*connection/  connection/'
 # 6 streams with a write ahead (each reads ahead, takes some, then finds
-# the rest stale), the stream that wraps round, and the racing reader (384
+# the rest stale), the stream that wraps round, the copy (32 reads, with
+# writes elsewhere between them: what was read ahead stays current, and
+# only what is ahead when it ends goes unused), and the racing reader (384
 # reads, 3 passes over the volume): it read ahead many times, some of it
 # was taken and some dropped by the writes
 grep 'reads started ahead' "$T/blockd.log" | $PY -c '
 import re, sys
 seen = [tuple(map(int, re.search(r"(\d+) reads started ahead, (\d+) of them used", l).groups()))
         for l in sys.stdin]
-assert len(seen) == 8 and all(used > 0 for _, used in seen), seen
+assert len(seen) == 9 and all(used > 0 for _, used in seen), seen
 racing = [(s, u) for s, u in seen if s >= 50]
 assert len(racing) == 1 and racing[0][1] < racing[0][0], ("the racing reader", seen)
+copy = [(s, u) for s, u in seen if 20 <= s < 50]
+assert len(copy) == 1 and copy[0][1] == 28 and copy[0][0] - copy[0][1] <= 8, ("the copy", seen)
 ' || fail "read-ahead was not exercised"
 
 echo "with --read-ahead 0 nothing is read ahead, and the checks pass the same"

@@ -1097,6 +1097,68 @@ Test (volume, concurrent_unaligned_writes_spread)
 
 /* ---- trim and write-zeroes ------------------------------------------------------ */
 
+/* Read-ahead's marks (vol_write_mark): a write, trim or write-zeroes makes
+ * what was read ahead of it stale, in the same 1 MiB region or across two;
+ * writes elsewhere leave it current; one in flight allows no mark. */
+Test (volume, write_marks_follow_regions)
+{
+  t_open_store (64 * MiB, 1 * MiB);
+  t_create ("v", 16 * MiB);
+  struct vol_session s;
+  struct volume *v = t_open ("v", &s);
+  const uint64_t at = 4 * MiB + 256 * KiB, span = 10 * MiB - 64 * KiB;   /* regions 4; 9, 10 */
+  uint64_t m = vol_write_mark (v, at, 128 * KiB), m2 = vol_write_mark (v, span, 128 * KiB);
+  cr_assert_neq (m, 0);
+  cr_assert_neq (m2, 0);
+  cr_assert_eq (t_write_byte (v, 8 * MiB, 64 * KiB, 0x11), 0);
+  cr_assert_eq (t_run (v, VOL_OP_TRIM, 0, 6 * MiB, 1 * MiB, NULL), 0);
+  cr_assert_eq (t_run (v, VOL_OP_ZERO, 0, 2 * MiB, 4096, NULL), 0);
+  cr_expect (!vol_written_since (v, at, 128 * KiB, m), "writes in other regions");
+  cr_expect (!vol_written_since (v, span, 128 * KiB, m2), "writes in other regions");
+
+  /* in the range's region, though not in the range */
+  cr_assert_eq (t_write_byte (v, 4 * MiB + 900 * KiB, 100, 0x22), 0);
+  cr_expect (vol_written_since (v, at, 128 * KiB, m));
+  cr_expect (!vol_written_since (v, span, 128 * KiB, m2));
+  m = vol_write_mark (v, at, 128 * KiB);
+  cr_expect (!vol_written_since (v, at, 128 * KiB, m));
+  /* a range across two regions: a write-zeroes across both, a trim in one */
+  cr_assert_eq (t_run (v, VOL_OP_ZERO, 0, 10 * MiB - 4096, 8192, NULL), 0);
+  cr_expect (vol_written_since (v, span, 128 * KiB, m2));
+  cr_expect (!vol_written_since (v, at, 128 * KiB, m));
+  m2 = vol_write_mark (v, span, 128 * KiB);
+  cr_assert_eq (t_run (v, VOL_OP_TRIM, 0, 9 * MiB, 4096, NULL), 0);
+  cr_expect (vol_written_since (v, span, 128 * KiB, m2), "a trim in the first region");
+  m2 = vol_write_mark (v, span, 128 * KiB);
+  cr_assert_eq (t_write_byte (v, 10 * MiB + 4096, 4096, 0x44), 0);
+  cr_expect (vol_written_since (v, span, 128 * KiB, m2), "a write in the second region");
+
+  /* a write in flight: no mark for its region, marks for others */
+  void *b = t_buf (4096);
+  memset (b, 0x33, 4096);
+  struct t_req r = { 0 };
+  t_prep (&r, v, VOL_OP_WRITE, 0, 4 * MiB, 4096, b);
+  cr_assert (!t_submit (&r), "the write completed before the ring ran");
+  cr_expect_eq (vol_write_mark (v, at, 128 * KiB), 0);
+  cr_expect_neq (vol_write_mark (v, span, 128 * KiB), 0);
+  m = vol_write_mark (v, 12 * MiB, 128 * KiB);
+  cr_expect_neq (m, 0);
+  struct t_req *rs[1] = { &r };
+  t_wait (rs, 1);
+  cr_assert_eq (r.io.result, 0);
+  vol_io_release (&r.io);
+  free (b);
+  cr_expect_neq (vol_write_mark (v, at, 128 * KiB), 0);
+  cr_expect (!vol_written_since (v, 12 * MiB, 128 * KiB, m));
+  cr_expect (vol_written_since (v, 12 * MiB, 128 * KiB, 0), "no mark is never current");
+
+  /* a trim of the whole volume reaches every region */
+  m = vol_write_mark (v, 15 * MiB, 4096);
+  cr_assert_eq (t_run (v, VOL_OP_TRIM, 0, 0, 16 * MiB, NULL), 0);
+  cr_expect (vol_written_since (v, 15 * MiB, 4096, m));
+  vol_close (v, &s);
+}
+
 Test (volume, trim_whole_chunk_frees_it)
 {
   t_open_store (64 * MiB, 1 * MiB);
