@@ -669,21 +669,23 @@ snapshot_item (struct MHD_Connection *conn, const char *method, const char *url,
 }
 
 /* POST /v1/debug/faults {"volume": NAME, "op": "read|write|trim|zero",
- * "error": "EIO|ENOSPC", "count": N}: the next N pool operations fail.
- * Only with --fault-injection 1. */
+ * "error": "EIO|ENOSPC", "count": N}: the next N pool operations fail;
+ * with "delay_ms": MS instead of "error", they wait MS milliseconds before
+ * they start.  Only with --fault-injection 1. */
 static enum MHD_Result
 debug_faults (struct MHD_Connection *conn, struct req_ctx *rc)
 {
-  static const char *const fields[] = { "volume", "op", "error", "count", NULL };
+  static const char *const fields[] = { "volume", "op", "error", "count", "delay_ms", NULL };
   enum MHD_Result ret;
   json_object *o = parse_body (conn, rc, fields, &ret);
   if (o == NULL)
     return ret;
-  json_object *jv = NULL, *jo = NULL, *je = NULL, *jc = NULL;
+  json_object *jv = NULL, *jo = NULL, *je = NULL, *jc = NULL, *jd = NULL;
   json_object_object_get_ex (o, "volume", &jv);
   json_object_object_get_ex (o, "op", &jo);
   json_object_object_get_ex (o, "error", &je);
   json_object_object_get_ex (o, "count", &jc);
+  json_object_object_get_ex (o, "delay_ms", &jd);
   const char *op = jo ? json_object_get_string (jo) : "write";
   const char *er = je ? json_object_get_string (je) : "EIO";
   enum vol_op vop = strcmp (op, "read") == 0 ? VOL_OP_READ : strcmp (op, "write") == 0 ? VOL_OP_WRITE
@@ -691,15 +693,23 @@ debug_faults (struct MHD_Connection *conn, struct req_ctx *rc)
                   : VOL_OP_FLUSH;
   int err = strcmp (er, "EIO") == 0 ? EIO : strcmp (er, "ENOSPC") == 0 ? ENOSPC : 0;
   int64_t count = jc ? json_object_get_int64 (jc) : 1;
+  int64_t ms = jd ? json_object_get_int64 (jd) : 0;
+  const char *name = jv ? json_object_get_string (jv) : NULL;
+  bool ok = vop != VOL_OP_FLUSH && count >= 0 && count <= 1000000 && !(jd && je);
   int r = -EINVAL;
-  if (vop != VOL_OP_FLUSH && err && count >= 0 && count <= 1000000)
-    r = vol_fault_set (jv ? json_object_get_string (jv) : NULL, vop, err, (unsigned) count);
-  if (r == 0)   /* op and er point into o */
+  if (ok && jd && ms >= 1 && ms <= 10000)
+    r = vol_fault_delay (name, vop, (unsigned) ms, (unsigned) count);
+  else if (ok && !jd && err)
+    r = vol_fault_set (name, vop, err, (unsigned) count);
+  if (r == 0 && jd)   /* op and er point into o */
+    log_warn ("fault injection: next %lld pool %s operations wait %lld ms", (long long) count, op,
+              (long long) ms);
+  else if (r == 0)
     log_warn ("fault injection: next %lld pool %s operations fail with %s", (long long) count, op, er);
   json_object_put (o);
   if (r < 0)
-    return send_error (conn, 400, "fault: op must be read, write, trim or zero; error EIO or ENOSPC; "
-                       "count 0 (clear) to 1000000");
+    return send_error (conn, 400, "fault: op must be read, write, trim or zero; error EIO or ENOSPC, "
+                       "or delay_ms 1 to 10000; count 0 (clear) to 1000000");
   return send_json (conn, 204, NULL);
 }
 

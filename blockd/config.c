@@ -66,7 +66,7 @@ static const struct setting settings[] = {
     "to the same MiB of the volume discards what was read ahead there; 0: off" },
   { "log-level", T_STRING, S (log_level), 0, 0, "info", "error, warn, info or debug" },
   { "fault-injection", T_INT, S (fault_injection), 0, 1, "0",
-    "1 enables POST /v1/debug/faults, which makes pool I/O fail (for tests only)" },
+    "1 enables POST /v1/debug/faults, which makes pool I/O fail or wait (for tests only)" },
 };
 #undef S
 #define NSETTINGS (sizeof settings / sizeof settings[0])

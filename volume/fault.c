@@ -1,4 +1,5 @@
-/* volume/fault.c — test-only fault injection: pool I/O fails on demand. */
+/* volume/fault.c — test-only fault injection: pool I/O fails, or is
+ * delayed, on demand. */
 #include "volume/internal.h"
 
 #include <errno.h>
@@ -11,6 +12,7 @@ static struct {
   char name[VOL_NAME_MAX + 1];   /* "" = any volume */
   enum vol_op op;
   int err;
+  unsigned delay_ms;             /* a delay, not an error */
   unsigned count;
 } fault;
 
@@ -25,10 +27,49 @@ vol_fault_set (const char *name, enum vol_op op, int err, unsigned count)
   snprintf (fault.name, sizeof fault.name, "%s", name ? name : "");
   fault.op = op;
   fault.err = err;
+  fault.delay_ms = 0;
   fault.count = count;
   atomic_store (&vol_faults_armed, count > 0);
   pthread_mutex_unlock (&fault_lock);
   return 0;
+}
+
+int
+vol_fault_delay (const char *name, enum vol_op op, unsigned ms, unsigned count)
+{
+  if (ms == 0 || ms > 10000 || op == VOL_OP_FLUSH)
+    return -EINVAL;
+  int r = vol_fault_set (name, op, EIO, count);
+  if (r == 0) {
+    pthread_mutex_lock (&fault_lock);
+    fault.delay_ms = ms;
+    pthread_mutex_unlock (&fault_lock);
+  }
+  return r;
+}
+
+/* Does this fault apply to a pool operation op of io's volume?  Takes one
+ * of count if so.  Under fault_lock. */
+static bool
+fault_take (struct vol_io *io, enum vol_op op)
+{
+  if (fault.count == 0 || fault.op != op
+      || (fault.name[0] && strcmp (fault.name, io->vol->name) != 0))
+    return false;
+  if (--fault.count == 0)
+    atomic_store (&vol_faults_armed, false);
+  return true;
+}
+
+/* Called for each pool operation submitted while faults are armed: the
+ * milliseconds it waits before it starts, or 0. */
+unsigned
+fault_delay (struct vol_io *io, enum vol_op op)
+{
+  pthread_mutex_lock (&fault_lock);
+  unsigned ms = fault.delay_ms && fault_take (io, op) ? fault.delay_ms : 0;
+  pthread_mutex_unlock (&fault_lock);
+  return ms;
 }
 
 /* Called for each completed pool operation while faults are armed. */
@@ -36,12 +77,8 @@ int
 fault_apply (struct vol_io *io, enum vol_op op, int res)
 {
   pthread_mutex_lock (&fault_lock);
-  if (fault.count && fault.op == op && res >= 0
-      && (fault.name[0] == '\0' || strcmp (fault.name, io->vol->name) == 0)) {
+  if (fault.delay_ms == 0 && res >= 0 && fault_take (io, op))
     res = -fault.err;
-    if (--fault.count == 0)
-      atomic_store (&vol_faults_armed, false);
-  }
   pthread_mutex_unlock (&fault_lock);
   return res;
 }

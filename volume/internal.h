@@ -7,6 +7,8 @@
 #include <rocksdb/c.h>
 #include <uuid/uuid.h>
 
+#include <linux/time_types.h>
+
 #include "volume/volume.h"
 
 /* Chunk map: a two-level table, LEAF_ENTRIES per leaf; leaves are
@@ -255,16 +257,18 @@ int meta_log_sync (struct vol_store *st);
 /* Every SQE the store submits carries a pointer to a struct whose first
  * member is one of these kinds. */
 enum sub_kind { SUB_READ, SUB_WRITE, SUB_RMW_READ, SUB_FALLOC, SUB_FREE, SUB_COW_READ,
-                SUB_COW_WRITE, SUB_RELEASE, SUB_AHEAD };
+                SUB_COW_WRITE, SUB_RELEASE, SUB_AHEAD, SUB_DELAY };
 struct release_op {
-  int kind;                         /* SUB_RELEASE, SUB_AHEAD */
+  int kind;                         /* SUB_RELEASE, SUB_AHEAD, SUB_DELAY */
   uint32_t phys;                    /* SUB_AHEAD: the group */
   struct vol_ioctx *ctx;
+  struct __kernel_timespec ts;      /* SUB_DELAY: how long */
 };
 
 /* fault.c: test-only fault injection (see vol_fault_set) */
 extern atomic_bool vol_faults_armed;
 int fault_apply (struct vol_io *io, enum vol_op op, int res);
+unsigned fault_delay (struct vol_io *io, enum vol_op op);
 
 /* io.c */
 void io_release_cqe (struct vol_store *st, struct io_uring_cqe *cqe);

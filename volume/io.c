@@ -103,11 +103,49 @@ unpin (struct vol_store *st, uint32_t phys, struct vol_ioctx *ctx)
 }
 
 /* Submit one SQE for a sub.  Returns 0 or -errno (no SQE available). */
+/* What a pool operation does, as fault injection names it. */
+static enum vol_op
+sub_op (const struct vol_io *io, const struct vol_sub *s)
+{
+  return s->kind == SUB_READ || s->kind == SUB_RMW_READ || s->kind == SUB_COW_READ ? VOL_OP_READ
+         : s->kind == SUB_WRITE || s->kind == SUB_COW_WRITE ? VOL_OP_WRITE
+         : io->op;
+}
+
+/* Fault injection: the next SQE waits ms before it starts (a timeout
+ * hard-linked to it, finished by io_release_cqe). */
+static void
+delay_next (struct vol_ioctx *ctx, unsigned ms)
+{
+  struct io_uring_sqe *sqe = get_sqe (ctx->ring);
+  struct release_op *op = sqe ? calloc (1, sizeof *op) : NULL;
+  if (op == NULL) {
+    if (sqe) {
+      io_uring_prep_nop (sqe);
+      io_uring_sqe_set_data64 (sqe, 0);
+    }
+    return;
+  }
+  op->kind = SUB_DELAY;
+  op->ctx = ctx;
+  op->ts.tv_sec = ms / 1000;
+  op->ts.tv_nsec = (long long) (ms % 1000) * 1000000;
+  io_uring_prep_timeout (sqe, &op->ts, 0, 0);
+  sqe->flags |= IOSQE_IO_HARDLINK;
+  io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) op | ctx->tag);
+  ctx->background++;
+}
+
 static int
 sub_submit (struct vol_io *io, struct vol_sub *s, void *base)
 {
   struct vol_store *st = io->vol->st;
   struct vol_ioctx *ctx = io->ctx;
+  if (__builtin_expect (atomic_load_explicit (&vol_faults_armed, memory_order_relaxed), 0)) {
+    unsigned ms = fault_delay (io, sub_op (io, s));
+    if (ms)
+      delay_next (ctx, ms);
+  }
   struct io_uring_sqe *sqe = get_sqe (ctx->ring);
   if (sqe == NULL)
     return -EBUSY;
@@ -1000,17 +1038,14 @@ void
 vol_io_cqe (struct vol_ioctx *ctx, struct io_uring_cqe *cqe)
 {
   struct vol_sub *s = (struct vol_sub *) (uintptr_t) (cqe->user_data & ~VOL_UD_TAG_MASK);
-  if (s->kind == SUB_RELEASE || s->kind == SUB_AHEAD) {
+  if (s->kind == SUB_RELEASE || s->kind == SUB_AHEAD || s->kind == SUB_DELAY) {
     io_release_cqe (ctx->store, cqe);
     return;
   }
   ctx->inflight--;
   struct vol_io *io = s->io;
   if (__builtin_expect (atomic_load_explicit (&vol_faults_armed, memory_order_relaxed), 0))
-    cqe->res = fault_apply (io, s->kind == SUB_READ || s->kind == SUB_RMW_READ
-                                  || s->kind == SUB_COW_READ ? VOL_OP_READ
-                                : s->kind == SUB_WRITE || s->kind == SUB_COW_WRITE ? VOL_OP_WRITE
-                                : io->op, cqe->res);
+    cqe->res = fault_apply (io, sub_op (io, s), cqe->res);
   if (s->kind == SUB_FREE)
     chunk_punched (io->vol->st, s->freed, cqe->res);
   else if (cqe->res < 0 && s->kind == SUB_FALLOC && (s->fmode & FALLOC_FL_ZERO_RANGE)

@@ -414,7 +414,7 @@ io_release_cqe (struct vol_store *st, struct io_uring_cqe *cqe)
   struct release_op *op = (struct release_op *) (uintptr_t) (cqe->user_data & ~VOL_UD_TAG_MASK);
   if (op->kind == SUB_AHEAD)
     ahead_done (st, op, cqe->res);
-  else
+  else if (op->kind == SUB_RELEASE)
     chunk_punched (st, op->phys, cqe->res);
   op->ctx->background--;
   free (op);

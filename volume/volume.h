@@ -305,5 +305,10 @@ int vol_extents (struct volume *v, uint64_t offset, uint64_t length, unsigned ma
  * if the disk had failed them.  count 0 clears every fault.  Returns 0 or
  * -EINVAL.  Costs one predictable branch on the I/O path when unused. */
 int vol_fault_set (const char *name, enum vol_op op, int err, unsigned count);
+/* Make the next count pool operations of kind op on volume name (NULL:
+ * any) wait ms milliseconds (1 to 10000) before they start, and then
+ * succeed or fail as the disk has them; they count as in flight meanwhile.
+ * Replaces any fault set before.  Returns 0 or -EINVAL. */
+int vol_fault_delay (const char *name, enum vol_op op, unsigned ms, unsigned count);
 
 #endif

@@ -2,9 +2,10 @@
 # tests/integration/read-ahead.py — a sequential reader gets what a read
 # sent at that moment must return, though blockd reads ahead of it, while
 # other connections (on the other loop) and its own write, trim and zero
-# the ranges it has read ahead, or write elsewhere (a copy).  Run by
-# test-read-ahead.sh, against a blockd with two loops that has had no NBD
-# connection yet:
+# the ranges it has read ahead (one write held on the disk while the reader
+# goes on), or write elsewhere (a copy).  Run by test-read-ahead.sh, against
+# a blockd with two loops and fault injection that has had no NBD
+# connection yet, with $BLOCKD_API set:
 #
 #   /usr/bin/python3 read-ahead.py HOST PORT VOLUME VOLUME2 SIZE
 #
@@ -13,10 +14,14 @@
 # Every check prints one line; the first failed check raises and the script
 # exits 1 with a traceback naming it.
 
+import json
+import os
 import random
 import select
 import struct
 import sys
+import time
+import urllib.request
 
 import nbd
 
@@ -121,6 +126,27 @@ ahead("a stream into never-written space, written ahead of it", half - 4 * REQ,
 step("a stream to the end of the volume, then from its start again")
 stream(r, SIZE - 6 * REQ, 6, "to the end")
 stream(r, 0, 6, "from the start")
+
+def fault(**f):
+    """Set a fault of blockd's pool I/O (started with --fault-injection 1)."""
+    req = urllib.request.Request(os.environ["BLOCKD_API"] + "/v1/debug/faults",
+                                 data=json.dumps(f).encode(), method="POST")
+    urllib.request.urlopen(req).close()
+
+step("a write held on the disk ahead of the reader: nothing is read ahead over it until it is done")
+S = 4 * MiB                      # all the reads ahead of read 3 would be in the write's MiB
+h = connect(loop=1)
+stream(h, S, 3, "before the held write")
+fault(volume=VOL, op="write", delay_ms=400, count=1)
+held = blocks(S + 6 * REQ, REQ // BLK, 7)
+c = w.aio_pwrite(held, S + 6 * REQ)
+time.sleep(0.2)                  # on blockd's disk by now, waiting
+expect(h, S + 3 * REQ, REQ, "while the write is held")
+while not w.aio_command_completed(c):
+    w.poll(-1)
+model[S + 6 * REQ:S + 7 * REQ] = held
+stream(h, S + 4 * REQ, 8, "after the held write")
+h.shutdown()
 
 step("a copy: the reader writes what it reads 8 MiB on, another connection writes 14 MiB on")
 h = connect(loop=1)

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The pool fails a request (EIO, ENOSPC): the client gets that error for that
 # request only, the connection and every other request go on, and the error
-# is logged once per interval, not once per request.
+# is logged once per interval, not once per request.  A delay holds a
+# request on the disk (for other tests' races) and then lets it succeed.
 . "$(dirname "$0")/lib.sh"
 need nbdsh
 start_blockd --fault-injection 1
@@ -65,6 +66,20 @@ assert h.pread(4194304, 4194304) == bytes(2097152) + b"r" * 2097152'
 fault e1 write EIO 100
 nbdsh -u "$(uri e2)" -c 'h.pwrite(b"e" * 4096, 0); assert h.pread(4096, 0) == b"e" * 4096'
 fault e1 write EIO 0
+# a delay, not an error: the write waits on the disk, then succeeds; a
+# delay with an error, or out of range, is refused
+api POST /v1/debug/faults '{"volume": "e2", "op": "write", "delay_ms": 300}'; expect 204 "a delay"
+nbdsh -u "$(uri e2)" -c '
+import time
+t = time.monotonic()
+h.pwrite(b"d" * 4096, 8192)
+assert time.monotonic() - t >= 0.3, "the write was not held"
+assert h.pread(4096, 8192) == b"d" * 4096'
+grep -q "next 1 pool write operations wait 300 ms" "$T/blockd.log" || fail "the delay was not logged"
+for body in '{"op": "write", "delay_ms": 0}' '{"op": "write", "delay_ms": 10001}' \
+            '{"op": "write", "delay_ms": 10, "error": "EIO"}' '{"op": "flush", "delay_ms": 10}'; do
+    api POST /v1/debug/faults "$body"; expect 400 "fault $body"
+done
 # 52 pool errors within a few seconds: one line per 5-second interval
 n=$(grep -c "pool .* failed" "$T/blockd.log" || true)
 [ "$n" -ge 1 ] && [ "$n" -le 2 ] || fail "52 pool errors were logged $n times (want one line per interval)"

@@ -2,7 +2,8 @@
 # tests/integration/test-read-ahead.sh — read-ahead keeps a sequential
 # reader's data current (tests/integration/read-ahead.py): writes, trims and
 # write-zeroes ahead of the reader, from another connection or its own; a
-# stream into never-written space; the end of the volume; a copy, whose
+# stream into never-written space; the end of the volume; a write held on
+# the disk (fault injection) while the reader goes on; a copy, whose
 # writes elsewhere leave what was read ahead current; a read elsewhere;
 # eight reads in flight racing writes just ahead of them.  The log must show
 # that reads were started ahead and used, so that the checks are not of the
@@ -12,7 +13,7 @@ $PY -c 'import nbd' 2>/dev/null || skip "skipped: $PY has no libnbd bindings (py
 
 SIZE=$((16 * 1048576))
 # two loops whatever the CPUs: readers and writers are put on different ones
-LOG_LEVEL=debug start_blockd --threads 2
+LOG_LEVEL=debug start_blockd --threads 2 --fault-injection 1
 ctl volume create ra --size $SIZE >/dev/null
 ctl volume create race --size $SIZE >/dev/null
 
@@ -23,7 +24,8 @@ stop_blockd      # every connection has logged what it read ahead
 echo "reads were started ahead, and used"
 grep 'reads started ahead' "$T/blockd.log" | sed 's/.*connection/  connection/'
 # 6 streams with a write ahead (each reads ahead, takes some, then finds
-# the rest stale), the stream that wraps round, the copy (32 reads, with
+# the rest stale), the stream that wraps round, the stream past a write
+# held on the disk (it reads ahead once the write is done), the copy (32 reads, with
 # writes elsewhere between them: what was read ahead stays current, and
 # only what is ahead when it ends goes unused), and the racing reader (384
 # reads, 3 passes over the volume): it read ahead many times, some of it
@@ -32,7 +34,7 @@ grep 'reads started ahead' "$T/blockd.log" | $PY -c '
 import re, sys
 seen = [tuple(map(int, re.search(r"(\d+) reads started ahead, (\d+) of them used", l).groups()))
         for l in sys.stdin]
-assert len(seen) == 9 and all(used > 0 for _, used in seen), seen
+assert len(seen) == 10 and all(used > 0 for _, used in seen), seen
 racing = [(s, u) for s, u in seen if s >= 50]
 assert len(racing) == 1 and racing[0][1] < racing[0][0], ("the racing reader", seen)
 copy = [(s, u) for s, u in seen if 20 <= s < 50]
@@ -41,7 +43,7 @@ assert len(copy) == 1 and copy[0][1] == 28 and copy[0][0] - copy[0][1] <= 8, ("t
 
 echo "with --read-ahead 0 nothing is read ahead, and the checks pass the same"
 : >"$T/blockd.log"
-DATA_DIR=$T/data0 LOG_LEVEL=debug start_blockd --threads 2 --read-ahead 0
+DATA_DIR=$T/data0 LOG_LEVEL=debug start_blockd --threads 2 --fault-injection 1 --read-ahead 0
 ctl volume create ra --size $SIZE >/dev/null
 ctl volume create race --size $SIZE >/dev/null
 $PY tests/integration/read-ahead.py 127.0.0.1 "$NBD_PORT" ra race $SIZE >/dev/null || fail "read-ahead.py, --read-ahead 0"

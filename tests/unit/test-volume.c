@@ -1159,6 +1159,42 @@ Test (volume, write_marks_follow_regions)
   vol_close (v, &s);
 }
 
+/* Fault injection's delay: a write waits before it starts, in flight all
+ * the while (read-ahead makes no mark for its region), then succeeds. */
+Test (volume, fault_delay_holds_a_write)
+{
+  t_open_store (64 * MiB, 1 * MiB);
+  t_create ("v", 8 * MiB);
+  struct vol_session s;
+  struct volume *v = t_open ("v", &s);
+  cr_assert_eq (vol_fault_delay ("v", VOL_OP_WRITE, 0, 1), -EINVAL);
+  cr_assert_eq (vol_fault_delay ("v", VOL_OP_FLUSH, 10, 1), -EINVAL);
+  cr_assert_eq (vol_fault_delay ("v", VOL_OP_WRITE, 300, 1), 0);
+  void *b = t_buf (4096);
+  memset (b, 0x5a, 4096);
+  struct t_req r = { 0 };
+  t_prep (&r, v, VOL_OP_WRITE, 0, 2 * MiB, 4096, b);
+  int64_t t0 = t_now_ns ();
+  cr_assert (!t_submit (&r));
+  for (int i = 0; i < 5; i++)
+    t_turn (10);
+  cr_expect_eq (r.done, 0, "the delayed write is done already");
+  cr_expect_eq (vol_write_mark (v, 2 * MiB, 4096), 0);
+  struct t_req *rs[1] = { &r };
+  t_wait (rs, 1);
+  cr_expect_geq (t_now_ns () - t0, 300 * 1000000LL, "the write did not wait");
+  cr_assert_eq (r.io.result, 0, "%s", strerror (-r.io.result));
+  vol_io_release (&r.io);
+  free (b);
+  t_settle (10);
+  t_expect_bytes (v, 2 * MiB, 4096, 0x5a);
+  cr_expect_neq (vol_write_mark (v, 2 * MiB, 4096), 0);
+  /* it was the one delayed: the next write is not, and does not fail */
+  cr_assert_eq (t_write_byte (v, 3 * MiB, 4096, 0x66), 0);
+  t_expect_bytes (v, 3 * MiB, 4096, 0x66);
+  vol_close (v, &s);
+}
+
 Test (volume, trim_whole_chunk_frees_it)
 {
   t_open_store (64 * MiB, 1 * MiB);
