@@ -97,6 +97,22 @@ struct blk_req {
   struct blk_req *next;         /* free lists */
 };
 
+/* A client's stream of reads, each where the one before ended and as
+ * long, and the reads started ahead of it (RA_AHEAD, by offset, from next
+ * on). */
+#define RA_STREAMS 4
+struct ra_stream {
+  uint64_t next;                /* where its last read ended */
+  uint32_t len;                 /* its reads' length (0: no stream) */
+  unsigned run;                 /* reads in a row that followed the one before */
+  unsigned wait;                /* back-off: its reads before reading ahead again */
+  unsigned backoff;             /* the last back-off (0: none since its data was last current) */
+  struct blk_req *head, *tail;
+  unsigned n;                   /* in the list */
+  uint64_t last_read;           /* the connection's reads at its last one */
+  uint64_t read_at_tick;        /* last_read at the last tick: idle for a second? */
+};
+
 struct blk_conn {
   struct blk_loop *loop;
   int fd;
@@ -137,19 +153,12 @@ struct blk_conn {
   struct blk_req *free_large;   /* free requests with buffers over KEEP_BUF_MAX */
   atomic_bool kicked;
 
-  /* Read-ahead: the client's last read, how many reads in a row began
-   * where the one before ended with the same length, and the reads started
-   * ahead of them (RA_AHEAD, by offset, from seq_next on). */
-  uint64_t seq_next;            /* where the last read ended */
-  uint32_t seq_len;
-  unsigned seq_run;
-  unsigned ra_wait;             /* back-off: reads of the stream before reading ahead again */
-  unsigned ra_backoff;          /* the last back-off (0: none since the data was last current) */
-  struct blk_req *ra_head, *ra_tail;
-  unsigned ra_n;                /* in the list */
-  unsigned ra_reqs;             /* in the list, or dropped with their read on the disk */
-  unsigned ra_parked;           /* in the list with their read done */
-  uint64_t reads, reads_at_tick;/* the client's reads: read-ahead left idle is dropped */
+  /* Read-ahead: the client's streams of reads (see read-ahead). */
+  struct ra_stream ra[RA_STREAMS];
+  unsigned ra_n;                /* in the streams' lists */
+  unsigned ra_reqs;             /* in the lists, or dropped with their read on the disk */
+  unsigned ra_parked;           /* in the lists with their read done */
+  uint64_t reads;               /* the client's reads */
   uint64_t ra_started, ra_used; /* for the log */
 
   struct blk_conn *next, *prev; /* the loop's connections */
@@ -161,6 +170,8 @@ static void process_input (struct blk_conn *c);
 static void conn_release (struct blk_conn *c, struct blk_req *q);
 static void arm_recv (struct blk_conn *c);
 static void maybe_free (struct blk_conn *c);
+struct ra_stream;
+static void ra_drop (struct blk_conn *c, struct ra_stream *st);
 static void ra_drop_all (struct blk_conn *c);
 static bool ra_read_done (struct blk_conn *c, struct blk_req *q);
 
@@ -505,9 +516,11 @@ blk_conn_stop (struct blk_conn *c)
 void
 blk_conn_tick (struct blk_conn *c, int64_t now)
 {
-  if (c->ra_head && c->reads == c->reads_at_tick)
-    ra_drop_all (c);            /* the client stopped reading: give the buffers back */
-  c->reads_at_tick = c->reads;
+  for (struct ra_stream *st = c->ra; st < c->ra + RA_STREAMS; st++) {
+    if (st->head && st->last_read == st->read_at_tick)
+      ra_drop (c, st);          /* the stream stopped: give the buffers back */
+    st->read_at_tick = st->last_read;
+  }
   if (c->state == CONN_HANDSHAKE && now - c->started > blk_cfg.handshake_timeout) {
     conn_fail (c, "handshake not finished within %lld s", (long long) blk_cfg.handshake_timeout);
     maybe_free (c);
@@ -920,21 +933,27 @@ req_get (struct blk_conn *c, const struct nbd_request *r)
  * guest reading a large file) waits, for each request, for the disk and
  * then for the wire.  After RA_AFTER reads in a row that each began where
  * the one before ended, with the same length, the connection reads ahead
- * of the client, up to read-ahead bytes (at most RA_MAX reads), each read
- * as the client would ask for it; a request that asks for the first of
- * them takes it over, answered at once if its data is in, or as soon as it
- * is (a failed one is read again for the client).  Any other read ends the
- * stream and drops what was read ahead, and so does a second without
- * reads.  128 KiB sequential reads at QD1 went 1.19..1.27x as fast, at
- * QD8 1.04x (docs/BENCHMARKS.md, seventeenth pass).
+ * of the client, up to read-ahead bytes (at most RA_MAX reads in all),
+ * each read as the client would ask for it; a request that asks for the
+ * first of them takes it over, answered at once if its data is in, or as
+ * soon as it is (a failed one is read again for the client).  128 KiB
+ * sequential reads at QD1 went 1.19..1.27x as fast, at QD8 1.04x
+ * (docs/BENCHMARKS.md, seventeenth pass).
+ *
+ * A connection follows up to RA_STREAMS streams at once (a guest reading
+ * two files, or one file amid other reads; the disk is one connection).
+ * A read that follows none starts a stream in place of the one read least
+ * recently, of those with nothing read ahead if there are any, so that
+ * random reads do not end a stream; the stream it replaces drops what it
+ * read ahead, and so does a stream without reads for a second.
  *
  * Multi-conn: the data read ahead must be what a read sent now would
  * return, after writes from any connection or loop.  A read starts ahead
  * only while no write, trim or write-zeroes near its range (in the same
  * 1 MiB regions) is in flight, and is taken only if none has started there
- * since (vol_write_mark); otherwise the request is read afresh, what was
- * read ahead is dropped, and the stream's next reads are not read ahead:
- * 16 of them, twice as many after each drop in a row (at most
+ * since (vol_write_mark); otherwise the request is read afresh, what the
+ * stream read ahead is dropped, and its next reads are not read ahead: 16
+ * of them, twice as many after each drop in a row (at most
  * RA_BACKOFF_MAX), so that a stream written just ahead of the reader all
  * the time costs few wasted reads.  Writes elsewhere on the volume (a
  * guest copying a file, its journal) leave the stream alone. */
@@ -977,11 +996,11 @@ ra_release (struct blk_conn *c, struct blk_req *q)
 }
 
 static void
-ra_drop_all (struct blk_conn *c)
+ra_drop (struct blk_conn *c, struct ra_stream *st)
 {
-  while (c->ra_head) {
-    struct blk_req *q = c->ra_head;
-    c->ra_head = q->next;
+  while (st->head) {
+    struct blk_req *q = st->head;
+    st->head = q->next;
     q->next = NULL;
     if (q->ra_ready) {
       ra_park (c, q, false);
@@ -990,19 +1009,27 @@ ra_drop_all (struct blk_conn *c)
     else
       q->ra = RA_DROPPED;
   }
-  c->ra_tail = NULL;
-  c->ra_n = 0;
+  st->tail = NULL;
+  c->ra_n -= st->n;
+  st->n = 0;
 }
 
-/* The data read ahead is not current: drop it all, and do not read ahead
- * of the stream's next ra_wait reads. */
 static void
-ra_back_off (struct blk_conn *c)
+ra_drop_all (struct blk_conn *c)
 {
-  c->ra_backoff = c->ra_backoff == 0 ? RA_BACKOFF_MIN
-                  : c->ra_backoff < RA_BACKOFF_MAX ? 2 * c->ra_backoff : RA_BACKOFF_MAX;
-  c->ra_wait = c->ra_backoff;
-  ra_drop_all (c);
+  for (struct ra_stream *st = c->ra; st < c->ra + RA_STREAMS; st++)
+    ra_drop (c, st);
+}
+
+/* What st read ahead is not current: drop it, and do not read ahead of
+ * its next wait reads. */
+static void
+ra_back_off (struct blk_conn *c, struct ra_stream *st)
+{
+  st->backoff = st->backoff == 0 ? RA_BACKOFF_MIN
+                : st->backoff < RA_BACKOFF_MAX ? 2 * st->backoff : RA_BACKOFF_MAX;
+  st->wait = st->backoff;
+  ra_drop (c, st);
 }
 
 /* The read of q, started ahead, is done.  Returns true if that is all
@@ -1026,28 +1053,33 @@ ra_read_done (struct blk_conn *c, struct blk_req *q)
   }
 }
 
-/* Does read r ask for the first read started ahead, and is its data
- * current?  Then that request becomes r's, answered now or when its read
- * is done.  A write that began after it did (and so any write the client
- * saw acknowledged before it sent r) makes it stale; a write that begins
- * later is concurrent with r, which may return either data. */
+/* Does read r ask for the first read a stream started ahead, and is its
+ * data current?  Then that request becomes r's, answered now or when its
+ * read is done.  A write that began after it did (and so any write the
+ * client saw acknowledged before it sent r) makes it stale; a write that
+ * begins later is concurrent with r, which may return either data. */
 static bool
 ra_claim (struct blk_conn *c, const struct nbd_request *r)
 {
-  struct blk_req *q = c->ra_head;
-  if (q == NULL || q->r.offset != r->offset || q->r.length != r->length)
+  struct ra_stream *st = c->ra;
+  while (st < c->ra + RA_STREAMS
+         && (st->head == NULL || st->head->r.offset != r->offset || st->head->r.length != r->length))
+    st++;
+  if (st == c->ra + RA_STREAMS)
     return false;
+  struct blk_req *q = st->head;
   if (vol_written_since (c->vol, q->r.offset, q->r.length, q->ra_mark)) {
-    ra_back_off (c);
+    ra_back_off (c, st);
     return false;
   }
-  if ((c->ra_head = q->next) == NULL)
-    c->ra_tail = NULL;
+  if ((st->head = q->next) == NULL)
+    st->tail = NULL;
   q->next = NULL;
+  st->n--;
   c->ra_n--;
   c->ra_reqs--;
   c->ra_used++;
-  c->ra_backoff = 0;
+  st->backoff = 0;
   q->r = *r;
   q->ra = RA_CLAIMED;
   if (q->ra_ready) {            /* answered now, else when its read is done */
@@ -1058,7 +1090,7 @@ ra_claim (struct blk_conn *c, const struct nbd_request *r)
 }
 
 static bool
-ra_start (struct blk_conn *c, uint64_t offset, uint32_t len, uint64_t mark)
+ra_start (struct blk_conn *c, struct ra_stream *st, uint64_t offset, uint32_t len, uint64_t mark)
 {
   struct blk_req *q = req_get (c, &(struct nbd_request) { .type = NBD_CMD_READ,
                                                           .offset = offset, .length = len });
@@ -1066,11 +1098,12 @@ ra_start (struct blk_conn *c, uint64_t offset, uint32_t len, uint64_t mark)
     return false;
   q->ra = RA_AHEAD;
   q->ra_mark = mark;
-  if (c->ra_tail)
-    c->ra_tail->next = q;
+  if (st->tail)
+    st->tail->next = q;
   else
-    c->ra_head = q;
-  c->ra_tail = q;
+    st->head = q;
+  st->tail = q;
+  st->n++;
   c->ra_n++;
   c->ra_reqs++;
   c->ra_started++;
@@ -1078,32 +1111,49 @@ ra_start (struct blk_conn *c, uint64_t offset, uint32_t len, uint64_t mark)
   return true;
 }
 
-/* Read r has been taken: follow the stream, and read ahead of it. */
+/* The stream read r follows, or a new one in place of the one read least
+ * recently (of those with nothing read ahead, if any). */
+static struct ra_stream *
+ra_stream_of (struct blk_conn *c, const struct nbd_request *r)
+{
+  struct ra_stream *st, *old = NULL;
+  for (st = c->ra; st < c->ra + RA_STREAMS; st++) {
+    if (st->len && r->offset == st->next && r->length == st->len) {
+      st->run++;
+      return st;
+    }
+    if (old == NULL || (old->head && !st->head)
+        || (!old->head == !st->head && st->last_read < old->last_read))
+      old = st;
+  }
+  ra_drop (c, old);
+  *old = (struct ra_stream) { 0 };
+  return old;
+}
+
+/* Read r has been taken: follow its stream, and read ahead of it. */
 static void
 ra_follow (struct blk_conn *c, const struct nbd_request *r)
 {
-  bool seq = r->offset == c->seq_next && r->length == c->seq_len;
-  c->reads++;
-  c->seq_run = seq ? c->seq_run + 1 : 0;
-  c->seq_next = r->offset + r->length;
-  c->seq_len = r->length;
-  if (!seq && c->ra_head)
-    ra_drop_all (c);
-  if (c->seq_run < RA_AFTER || r->length < RA_MIN_LEN || r->length > RA_MAX_LEN)
+  struct ra_stream *st = ra_stream_of (c, r);
+  st->next = r->offset + r->length;
+  st->len = r->length;
+  st->last_read = ++c->reads;
+  if (st->run < RA_AFTER || r->length < RA_MIN_LEN || r->length > RA_MAX_LEN)
     return;
-  if (c->ra_wait) {
-    c->ra_wait--;
+  if (st->wait) {
+    st->wait--;
     return;
   }
   uint64_t want = blk_cfg.read_ahead / r->length;
-  uint64_t front = c->ra_tail ? c->ra_tail->r.offset + c->ra_tail->r.length : c->seq_next;
+  uint64_t front = st->tail ? st->tail->r.offset + st->tail->r.length : st->next;
   uint64_t size = vol_size (c->vol);
-  while (c->ra_n < want && c->ra_n < RA_MAX && front <= size && r->length <= size - front
+  while (st->n < want && c->ra_n < RA_MAX && front <= size && r->length <= size - front
          && c->state == CONN_TRANSMISSION && !c->eof && !atomic_load (&c->kicked)
          && c->inflight < (unsigned) blk_cfg.max_inflight
          && c->inflight_bytes + r->length <= MAX_CONN_BYTES) {
     uint64_t mark = vol_write_mark (c->vol, front, r->length);
-    if (mark == 0 || !ra_start (c, front, r->length, mark))
+    if (mark == 0 || !ra_start (c, st, front, r->length, mark))
       break;
     front += r->length;
   }

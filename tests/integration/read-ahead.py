@@ -3,7 +3,7 @@
 # sent at that moment must return, though blockd reads ahead of it, while
 # other connections (on the other loop) and its own write, trim and zero
 # the ranges it has read ahead (one write held on the disk while the reader
-# goes on), or write elsewhere (a copy).  Run by test-read-ahead.sh, against
+# goes on), or write elsewhere (a copy); a connection with two streams.  Run by test-read-ahead.sh, against
 # a blockd with two loops and fault injection that has had no NBD
 # connection yet, with $BLOCKD_API set:
 #
@@ -156,6 +156,17 @@ for k in range(32):
     put(h, 8 * MiB + k * REQ, data)
     put(w, 14 * MiB + k * BLK, block(14 * MiB // BLK + k, 6))
 expect(h, 8 * MiB, 32 * REQ, "the copy")
+h.shutdown()
+
+step("two streams on one connection, in turn, with other reads among them")
+h = connect(loop=1)
+for k in range(20):
+    expect(h, k * REQ, REQ, "stream A, read %d" % k)
+    expect(h, 12 * MiB + k * REQ, REQ, "stream B, read %d" % k)
+    if k >= 4 and k % 3 == 1:    # more reads than the two free places: they take turns
+        expect(h, rng.randrange(0, NBLK) * BLK, BLK, "a small read elsewhere")
+        for _ in range(2):
+            expect(h, rng.randrange(6 * MiB // BLK, 10 * MiB // BLK) * BLK, REQ, "a read elsewhere")
 h.shutdown()
 
 r.shutdown()
