@@ -61,9 +61,10 @@ static const struct setting settings[] = {
     "1: a read of never-written space is answered with an NBD hole chunk, not its zeros "
     "(clients with structured replies); 0: the zeros are sent" },
   { "read-ahead", T_SIZE, S (read_ahead), 0, 16 << 20, "1M",
-    "bytes a connection reads ahead of a client that reads sequentially (requests of 32K to "
-    "256K, each where the one before ended; at most 64 reads); a write from any connection "
-    "to the same MiB of the volume discards what was read ahead there; 0: off" },
+    "bytes a connection reads ahead of each stream of a client's sequential reads (requests of "
+    "32K to 256K, each where the one before ended; up to 4 streams, at most 64 reads in all); "
+    "a write from any connection to the same MiB of the volume discards what was read ahead "
+    "there; 0: off" },
   { "log-level", T_STRING, S (log_level), 0, 0, "info", "error, warn, info or debug" },
   { "fault-injection", T_INT, S (fault_injection), 0, 1, "0",
     "1 enables POST /v1/debug/faults, which makes pool I/O fail or wait (for tests only)" },
