@@ -685,7 +685,7 @@ debug_faults (struct MHD_Connection *conn, struct req_ctx *rc)
   json_object_object_get_ex (o, "op", &jo);
   json_object_object_get_ex (o, "error", &je);
   json_object_object_get_ex (o, "count", &jc);
-  json_object_object_get_ex (o, "delay_ms", &jd);
+  bool delay = json_object_object_get_ex (o, "delay_ms", &jd);   /* (jd is NULL for null) */
   const char *op = jo ? json_object_get_string (jo) : "write";
   const char *er = je ? json_object_get_string (je) : "EIO";
   enum vol_op vop = strcmp (op, "read") == 0 ? VOL_OP_READ : strcmp (op, "write") == 0 ? VOL_OP_WRITE
@@ -693,15 +693,15 @@ debug_faults (struct MHD_Connection *conn, struct req_ctx *rc)
                   : VOL_OP_FLUSH;
   int err = strcmp (er, "EIO") == 0 ? EIO : strcmp (er, "ENOSPC") == 0 ? ENOSPC : 0;
   int64_t count = jc ? json_object_get_int64 (jc) : 1;
-  int64_t ms = jd ? json_object_get_int64 (jd) : 0;
+  int64_t ms = json_object_is_type (jd, json_type_int) ? json_object_get_int64 (jd) : 0;
   const char *name = jv ? json_object_get_string (jv) : NULL;
-  bool ok = vop != VOL_OP_FLUSH && count >= 0 && count <= 1000000 && !(jd && je);
+  bool ok = vop != VOL_OP_FLUSH && count >= 0 && count <= 1000000 && !(delay && je);
   int r = -EINVAL;
-  if (ok && jd && ms >= 1 && ms <= 10000)
+  if (ok && delay && ms >= 1 && ms <= 10000)
     r = vol_fault_delay (name, vop, (unsigned) ms, (unsigned) count);
-  else if (ok && !jd && err)
+  else if (ok && !delay && err)
     r = vol_fault_set (name, vop, err, (unsigned) count);
-  if (r == 0 && jd)   /* op and er point into o */
+  if (r == 0 && delay)   /* op and er point into o */
     log_warn ("fault injection: next %lld pool %s operations wait %lld ms", (long long) count, op,
               (long long) ms);
   else if (r == 0)

@@ -16,18 +16,20 @@ static struct {
   unsigned count;
 } fault;
 
-int
-vol_fault_set (const char *name, enum vol_op op, int err, unsigned count)
+/* Set the one fault: all of it under the lock, so that no pool operation
+ * sees half of it. */
+static int
+fault_arm (const char *name, enum vol_op op, int err, unsigned delay_ms, unsigned count)
 {
   if (name && strlen (name) > VOL_NAME_MAX)
     return -EINVAL;
-  if (count && (err <= 0 || op == VOL_OP_FLUSH))
+  if (count && (op == VOL_OP_FLUSH || (delay_ms == 0 && err <= 0)))
     return -EINVAL;
   pthread_mutex_lock (&fault_lock);
   snprintf (fault.name, sizeof fault.name, "%s", name ? name : "");
   fault.op = op;
   fault.err = err;
-  fault.delay_ms = 0;
+  fault.delay_ms = delay_ms;
   fault.count = count;
   atomic_store (&vol_faults_armed, count > 0);
   pthread_mutex_unlock (&fault_lock);
@@ -35,17 +37,17 @@ vol_fault_set (const char *name, enum vol_op op, int err, unsigned count)
 }
 
 int
+vol_fault_set (const char *name, enum vol_op op, int err, unsigned count)
+{
+  return fault_arm (name, op, err, 0, count);
+}
+
+int
 vol_fault_delay (const char *name, enum vol_op op, unsigned ms, unsigned count)
 {
   if (ms == 0 || ms > 10000 || op == VOL_OP_FLUSH)
     return -EINVAL;
-  int r = vol_fault_set (name, op, EIO, count);
-  if (r == 0) {
-    pthread_mutex_lock (&fault_lock);
-    fault.delay_ms = ms;
-    pthread_mutex_unlock (&fault_lock);
-  }
-  return r;
+  return fault_arm (name, op, 0, ms, count);
 }
 
 /* Does this fault apply to a pool operation op of io's volume?  Takes one

@@ -113,19 +113,19 @@ sub_op (const struct vol_io *io, const struct vol_sub *s)
 }
 
 /* Fault injection: the next SQE waits ms before it starts (a timeout
- * hard-linked to it, finished by io_release_cqe). */
+ * hard-linked to it, finished by io_release_cqe).  Both go into the ring
+ * together, or the timeout would be linked to whatever came next. */
 static void
 delay_next (struct vol_ioctx *ctx, unsigned ms)
 {
-  struct io_uring_sqe *sqe = get_sqe (ctx->ring);
-  struct release_op *op = sqe ? calloc (1, sizeof *op) : NULL;
-  if (op == NULL) {
-    if (sqe) {
-      io_uring_prep_nop (sqe);
-      io_uring_sqe_set_data64 (sqe, 0);
-    }
+  if (io_uring_sq_space_left (ctx->ring) < 2)
+    io_uring_submit (ctx->ring);
+  struct release_op *op = NULL;
+  if (io_uring_sq_space_left (ctx->ring) < 2 || (op = calloc (1, sizeof *op)) == NULL) {
+    log_error ("fault injection: no room to delay a pool operation; it goes at once");
     return;
   }
+  struct io_uring_sqe *sqe = io_uring_get_sqe (ctx->ring);
   op->kind = SUB_DELAY;
   op->ctx = ctx;
   op->ts.tv_sec = ms / 1000;
@@ -143,8 +143,10 @@ sub_submit (struct vol_io *io, struct vol_sub *s, void *base)
   struct vol_ioctx *ctx = io->ctx;
   if (__builtin_expect (atomic_load_explicit (&vol_faults_armed, memory_order_relaxed), 0)) {
     unsigned ms = fault_delay (io, sub_op (io, s));
-    if (ms)
+    if (ms) {
+      log_debug ("fault injection: a pool operation of volume %s waits %u ms", io->vol->name, ms);
       delay_next (ctx, ms);
+    }
   }
   struct io_uring_sqe *sqe = get_sqe (ctx->ring);
   if (sqe == NULL)

@@ -77,7 +77,8 @@ assert time.monotonic() - t >= 0.3, "the write was not held"
 assert h.pread(4096, 8192) == b"d" * 4096'
 grep -q "next 1 pool write operations wait 300 ms" "$T/blockd.log" || fail "the delay was not logged"
 for body in '{"op": "write", "delay_ms": 0}' '{"op": "write", "delay_ms": 10001}' \
-            '{"op": "write", "delay_ms": 10, "error": "EIO"}' '{"op": "flush", "delay_ms": 10}'; do
+            '{"op": "write", "delay_ms": 10, "error": "EIO"}' '{"op": "flush", "delay_ms": 10}' \
+            '{"op": "write", "delay_ms": null}' '{"op": "write", "delay_ms": "10"}'; do
     api POST /v1/debug/faults "$body"; expect 400 "fault $body"
 done
 # 52 pool errors within a few seconds: one line per 5-second interval

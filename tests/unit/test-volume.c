@@ -1169,29 +1169,37 @@ Test (volume, fault_delay_holds_a_write)
   struct volume *v = t_open ("v", &s);
   cr_assert_eq (vol_fault_delay ("v", VOL_OP_WRITE, 0, 1), -EINVAL);
   cr_assert_eq (vol_fault_delay ("v", VOL_OP_FLUSH, 10, 1), -EINVAL);
-  cr_assert_eq (vol_fault_delay ("v", VOL_OP_WRITE, 300, 1), 0);
-  void *b = t_buf (4096);
-  memset (b, 0x5a, 4096);
-  struct t_req r = { 0 };
-  t_prep (&r, v, VOL_OP_WRITE, 0, 2 * MiB, 4096, b);
+  cr_assert_eq (vol_fault_delay ("v", VOL_OP_WRITE, 300, 2), 0);
+  enum { N = 2 };
+  struct t_req reqs[N] = { 0 };
+  struct t_req *rs[N];
+  void *bufs[N];
   int64_t t0 = t_now_ns ();
-  cr_assert (!t_submit (&r));
+  for (int i = 0; i < N; i++) {
+    bufs[i] = t_buf (4096);
+    memset (bufs[i], 0x5a + i, 4096);
+    t_prep (&reqs[i], v, VOL_OP_WRITE, 0, (uint64_t) (2 + i) * MiB, 4096, bufs[i]);
+    rs[i] = &reqs[i];
+    cr_assert (!t_submit (&reqs[i]));
+  }
   for (int i = 0; i < 5; i++)
     t_turn (10);
-  cr_expect_eq (r.done, 0, "the delayed write is done already");
+  cr_expect_eq (reqs[0].done + reqs[1].done, 0, "a delayed write is done already");
   cr_expect_eq (vol_write_mark (v, 2 * MiB, 4096), 0);
-  struct t_req *rs[1] = { &r };
-  t_wait (rs, 1);
-  cr_expect_geq (t_now_ns () - t0, 300 * 1000000LL, "the write did not wait");
-  cr_assert_eq (r.io.result, 0, "%s", strerror (-r.io.result));
-  vol_io_release (&r.io);
-  free (b);
+  t_wait (rs, N);
+  cr_expect_geq (t_now_ns () - t0, 300 * 1000000LL, "the writes did not wait");
+  for (int i = 0; i < N; i++) {
+    cr_assert_eq (reqs[i].io.result, 0, "write %d: %s", i, strerror (-reqs[i].io.result));
+    vol_io_release (&reqs[i].io);
+    free (bufs[i]);
+  }
   t_settle (10);
   t_expect_bytes (v, 2 * MiB, 4096, 0x5a);
+  t_expect_bytes (v, 3 * MiB, 4096, 0x5b);
   cr_expect_neq (vol_write_mark (v, 2 * MiB, 4096), 0);
-  /* it was the one delayed: the next write is not, and does not fail */
-  cr_assert_eq (t_write_byte (v, 3 * MiB, 4096, 0x66), 0);
-  t_expect_bytes (v, 3 * MiB, 4096, 0x66);
+  /* the two were the ones delayed: the next write is not, and does not fail */
+  cr_assert_eq (t_write_byte (v, 4 * MiB, 4096, 0x66), 0);
+  t_expect_bytes (v, 4 * MiB, 4096, 0x66);
   vol_close (v, &s);
 }
 
