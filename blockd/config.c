@@ -62,7 +62,7 @@ static const struct setting settings[] = {
     "(clients with structured replies); 0: the zeros are sent" },
   { "read-ahead", T_SIZE, S (read_ahead), 0, 16 << 20, "1M",
     "bytes a connection reads ahead of each stream of a client's sequential reads (requests of "
-    "32K to 256K, each where the one before ended; up to 4 streams, at most 64 reads in all); "
+    "4K to 256K, each where the one before ended; up to 4 streams, at most 64 reads in all); "
     "a write from any connection to the same MiB of the volume discards what was read ahead "
     "there; 0: off" },
   { "log-level", T_STRING, S (log_level), 0, 0, "info", "error, warn, info or debug" },

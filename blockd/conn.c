@@ -109,6 +109,7 @@ struct ra_stream {
   unsigned backoff;             /* the last back-off (0: none since its data was last current) */
   struct blk_req *head, *tail;
   unsigned n;                   /* in the list */
+  unsigned window;              /* reads it may have ahead now (0: RA_FIRST) */
   uint64_t last_read;           /* the connection's reads at its last one */
   uint64_t read_at_tick;        /* last_read at the last tick: idle for a second? */
 };
@@ -933,12 +934,14 @@ req_get (struct blk_conn *c, const struct nbd_request *r)
  * guest reading a large file) waits, for each request, for the disk and
  * then for the wire.  After RA_AFTER reads in a row that each began where
  * the one before ended, with the same length, the connection reads ahead
- * of the client, up to read-ahead bytes (at most RA_MAX reads in all),
- * each read as the client would ask for it; a request that asks for the
- * first of them takes it over, answered at once if its data is in, or as
- * soon as it is (a failed one is read again for the client).  128 KiB
- * sequential reads at QD1 went 1.19..1.27x as fast, at QD8 1.04x
- * (docs/BENCHMARKS.md, seventeenth pass).
+ * of the client, each read as the client would ask for it: RA_FIRST reads
+ * at first and one more for each taken, up to read-ahead bytes (at most
+ * RA_MAX reads in all), so that a short stream wastes little.  A request
+ * that asks for the first of them takes it over, answered at once if its
+ * data is in, or as soon as it is (a failed one is read again for the
+ * client).  128 KiB sequential reads at QD1 went 1.19..1.27x as fast, at
+ * QD8 1.04x (docs/BENCHMARKS.md, seventeenth pass); 4 and 16 KiB reads at
+ * QD1 about 1.3x (eighteenth).
  *
  * A connection follows up to RA_STREAMS streams at once (a guest reading
  * two files, or one file amid other reads; the disk is one connection).
@@ -957,10 +960,11 @@ req_get (struct blk_conn *c, const struct nbd_request *r)
  * RA_BACKOFF_MAX), so that a stream written just ahead of the reader all
  * the time costs few wasted reads.  Writes elsewhere on the volume (a
  * guest copying a file, its journal) leave the stream alone. */
-#define RA_MIN_LEN  (32 * 1024)
+#define RA_MIN_LEN  4096
 #define RA_MAX_LEN  (256 * 1024)
 #define RA_MAX      64
 #define RA_AFTER    3
+#define RA_FIRST    4           /* reads ahead at first; one more for each taken */
 #define RA_BACKOFF_MIN 16
 #define RA_BACKOFF_MAX 4096
 
@@ -1029,6 +1033,7 @@ ra_back_off (struct blk_conn *c, struct ra_stream *st)
   st->backoff = st->backoff == 0 ? RA_BACKOFF_MIN
                 : st->backoff < RA_BACKOFF_MAX ? 2 * st->backoff : RA_BACKOFF_MAX;
   st->wait = st->backoff;
+  st->window = 0;
   ra_drop (c, st);
 }
 
@@ -1055,10 +1060,10 @@ ra_read_done (struct blk_conn *c, struct blk_req *q)
 
 /* Does read r ask for the first read a stream started ahead, and is its
  * data current?  Then that request becomes r's, answered now or when its
- * read is done.  A write that began after it did (and so any write the
+ * read is done, and the stream is returned.  A write that began after it did (and so any write the
  * client saw acknowledged before it sent r) makes it stale; a write that
  * begins later is concurrent with r, which may return either data. */
-static bool
+static struct ra_stream *
 ra_claim (struct blk_conn *c, const struct nbd_request *r)
 {
   struct ra_stream *st = c->ra;
@@ -1066,11 +1071,11 @@ ra_claim (struct blk_conn *c, const struct nbd_request *r)
          && (st->head == NULL || st->head->r.offset != r->offset || st->head->r.length != r->length))
     st++;
   if (st == c->ra + RA_STREAMS)
-    return false;
+    return NULL;
   struct blk_req *q = st->head;
   if (vol_written_since (c->vol, q->r.offset, q->r.length, q->ra_mark)) {
     ra_back_off (c, st);
-    return false;
+    return NULL;
   }
   if ((st->head = q->next) == NULL)
     st->tail = NULL;
@@ -1080,13 +1085,15 @@ ra_claim (struct blk_conn *c, const struct nbd_request *r)
   c->ra_reqs--;
   c->ra_used++;
   st->backoff = 0;
+  if (st->window < RA_MAX)          /* one more ahead for each taken */
+    st->window++;
   q->r = *r;
   q->ra = RA_CLAIMED;
   if (q->ra_ready) {            /* answered now, else when its read is done */
     ra_park (c, q, false);
     req_done (c, q);
   }
-  return true;
+  return st;
 }
 
 static bool
@@ -1111,8 +1118,17 @@ ra_start (struct blk_conn *c, struct ra_stream *st, uint64_t offset, uint32_t le
   return true;
 }
 
+/* A stream that has read RA_AFTER in a row is kept while others can be
+ * replaced: random reads take turns in the other places, and its back-off
+ * is not lost while it waits. */
+static bool
+ra_established (const struct ra_stream *st)
+{
+  return st->run >= RA_AFTER;
+}
+
 /* The stream read r follows, or a new one in place of the one read least
- * recently (of those with nothing read ahead, if any). */
+ * recently (of those not established, if any). */
 static struct ra_stream *
 ra_stream_of (struct blk_conn *c, const struct nbd_request *r)
 {
@@ -1122,8 +1138,8 @@ ra_stream_of (struct blk_conn *c, const struct nbd_request *r)
       st->run++;
       return st;
     }
-    if (old == NULL || (old->head && !st->head)
-        || (!old->head == !st->head && st->last_read < old->last_read))
+    if (old == NULL || (ra_established (old) && !ra_established (st))
+        || (ra_established (old) == ra_established (st) && st->last_read < old->last_read))
       old = st;
   }
   ra_drop (c, old);
@@ -1131,11 +1147,15 @@ ra_stream_of (struct blk_conn *c, const struct nbd_request *r)
   return old;
 }
 
-/* Read r has been taken: follow its stream, and read ahead of it. */
+/* Read r has been taken (from what stream st read ahead, or st is NULL):
+ * follow its stream, and read ahead of it. */
 static void
-ra_follow (struct blk_conn *c, const struct nbd_request *r)
+ra_follow (struct blk_conn *c, const struct nbd_request *r, struct ra_stream *st)
 {
-  struct ra_stream *st = ra_stream_of (c, r);
+  if (st)
+    st->run++;
+  else
+    st = ra_stream_of (c, r);
   st->next = r->offset + r->length;
   st->len = r->length;
   st->last_read = ++c->reads;
@@ -1146,6 +1166,10 @@ ra_follow (struct blk_conn *c, const struct nbd_request *r)
     return;
   }
   uint64_t want = blk_cfg.read_ahead / r->length;
+  if (st->window == 0)
+    st->window = RA_FIRST;
+  if (want > st->window)
+    want = st->window;
   uint64_t front = st->tail ? st->tail->r.offset + st->tail->r.length : st->next;
   uint64_t size = vol_size (c->vol);
   while (st->n < want && c->ra_n < RA_MAX && front <= size && r->length <= size - front
@@ -1280,9 +1304,10 @@ process_one (struct blk_conn *c)
     reply (c, q, 0, (uint32_t) v, why);
     return true;
   }
-  if (r.type == NBD_CMD_READ && ra_claim (c, &r)) {
+  struct ra_stream *st;
+  if (r.type == NBD_CMD_READ && (st = ra_claim (c, &r)) != NULL) {
     note_depth (c);
-    ra_follow (c, &r);
+    ra_follow (c, &r, st);
     return true;
   }
   struct blk_req *q = req_get (c, &r);
@@ -1317,7 +1342,7 @@ process_one (struct blk_conn *c)
   else
     execute (c, q);
   if (r.type == NBD_CMD_READ)
-    ra_follow (c, &r);
+    ra_follow (c, &r, NULL);
   return true;
 }
 

@@ -3,9 +3,10 @@
 # sent at that moment must return, though blockd reads ahead of it, while
 # other connections (on the other loop) and its own write, trim and zero
 # the ranges it has read ahead (one write held on the disk while the reader
-# goes on), or write elsewhere (a copy); a connection with two streams.  Run by test-read-ahead.sh, against
-# a blockd with two loops and fault injection that has had no NBD
-# connection yet, with $BLOCKD_API set:
+# goes on), or write elsewhere (a copy); 4 KiB reads; a connection with
+# two streams.  Run by test-read-ahead.sh, against
+# a blockd with two loops, fault injection and debug logging that has had
+# no NBD connection yet, with $BLOCKD_API and $BLOCKD_LOG (its log) set:
 #
 #   /usr/bin/python3 read-ahead.py HOST PORT VOLUME VOLUME2 SIZE
 #
@@ -139,8 +140,16 @@ h = connect(loop=1)
 stream(h, S, 3, "before the held write")
 fault(volume=VOL, op="write", delay_ms=400, count=1)
 held = blocks(S + 6 * REQ, REQ // BLK, 7)
+log = open(os.environ["BLOCKD_LOG"], "rb")
+log.seek(0, os.SEEK_END)
 c = w.aio_pwrite(held, S + 6 * REQ)
-time.sleep(0.2)                  # on blockd's disk by now, waiting
+seen, deadline = b"", time.monotonic() + 10
+while b"volume %s waits" % VOL.encode() not in seen:   # in flight, held on the disk
+    assert time.monotonic() < deadline, "the write never reached blockd's disk"
+    w.poll(0)
+    time.sleep(0.005)
+    seen += log.read()
+log.close()
 expect(h, S + 3 * REQ, REQ, "while the write is held")
 while not w.aio_command_completed(c):
     w.poll(-1)
@@ -156,6 +165,14 @@ for k in range(32):
     put(h, 8 * MiB + k * REQ, data)
     put(w, 14 * MiB + k * BLK, block(14 * MiB // BLK + k, 6))
 expect(h, 8 * MiB, 32 * REQ, "the copy")
+h.shutdown()
+
+step("a stream of 4 KiB reads, another connection writes a block ahead of it")
+h = connect(loop=1)
+for k in range(48):
+    if k == 20:
+        put(w, 3 * MiB + 30 * BLK, block(3 * MiB // BLK + 30, 8))
+    expect(h, 3 * MiB + k * BLK, BLK, "4 KiB stream, read %d" % k)
 h.shutdown()
 
 step("two streams on one connection, in turn, with other reads among them")
