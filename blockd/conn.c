@@ -518,8 +518,10 @@ void
 blk_conn_tick (struct blk_conn *c, int64_t now)
 {
   for (struct ra_stream *st = c->ra; st < c->ra + RA_STREAMS; st++) {
-    if (st->head && st->last_read == st->read_at_tick)
-      ra_drop (c, st);          /* the stream stopped: give the buffers back */
+    if (st->last_read == st->read_at_tick) {
+      ra_drop (c, st);          /* the stream stopped: give the buffers back, */
+      st->run = 0;              /* and its place to a new one */
+    }
     st->read_at_tick = st->last_read;
   }
   if (c->state == CONN_HANDSHAKE && now - c->started > blk_cfg.handshake_timeout) {
@@ -946,9 +948,10 @@ req_get (struct blk_conn *c, const struct nbd_request *r)
  * A connection follows up to RA_STREAMS streams at once (a guest reading
  * two files, or one file amid other reads; the disk is one connection).
  * A read that follows none starts a stream in place of the one read least
- * recently, of those with nothing read ahead if there are any, so that
- * random reads do not end a stream; the stream it replaces drops what it
- * read ahead, and so does a stream without reads for a second.
+ * recently, of those not established (RA_AFTER reads in a row) if there
+ * are any, so that random reads do not end a stream; the stream it
+ * replaces drops what it read ahead.  A stream without reads for a second
+ * drops what it read ahead too, and is no longer established.
  *
  * Multi-conn: the data read ahead must be what a read sent now would
  * return, after writes from any connection or loop.  A read starts ahead
@@ -1060,9 +1063,10 @@ ra_read_done (struct blk_conn *c, struct blk_req *q)
 
 /* Does read r ask for the first read a stream started ahead, and is its
  * data current?  Then that request becomes r's, answered now or when its
- * read is done, and the stream is returned.  A write that began after it did (and so any write the
- * client saw acknowledged before it sent r) makes it stale; a write that
- * begins later is concurrent with r, which may return either data. */
+ * read is done, and the stream is returned.  A write that began after it
+ * did (and so any write the client saw acknowledged before it sent r)
+ * makes it stale; a write that begins later is concurrent with r, which
+ * may return either data. */
 static struct ra_stream *
 ra_claim (struct blk_conn *c, const struct nbd_request *r)
 {
@@ -1118,9 +1122,9 @@ ra_start (struct blk_conn *c, struct ra_stream *st, uint64_t offset, uint32_t le
   return true;
 }
 
-/* A stream that has read RA_AFTER in a row is kept while others can be
- * replaced: random reads take turns in the other places, and its back-off
- * is not lost while it waits. */
+/* A stream that has read RA_AFTER in a row (and not stopped for a second)
+ * is kept while others can be replaced: random reads take turns in the
+ * other places, and its back-off is not lost while it waits. */
 static bool
 ra_established (const struct ra_stream *st)
 {

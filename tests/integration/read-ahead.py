@@ -186,6 +186,17 @@ for k in range(20):
             expect(h, rng.randrange(6 * MiB // BLK, 10 * MiB // BLK) * BLK, REQ, "a read elsewhere")
 h.shutdown()
 
+step("four streams that stopped give their places, after a second, to a new one among other reads")
+h = connect(loop=1)
+for k in range(4):
+    for j in range(4):
+        expect(h, (8 + 2 * j) * MiB // 2 + k * REQ, REQ, "stream %d, read %d" % (j, k))
+time.sleep(2.2)                  # two ticks of the loop: the streams are idle
+for k in range(12):
+    expect(h, 13 * MiB + k * REQ, REQ, "the new stream, read %d" % k)
+    expect(h, rng.randrange(0, NBLK) * BLK, BLK, "a small read elsewhere")
+h.shutdown()
+
 r.shutdown()
 w.shutdown()
 

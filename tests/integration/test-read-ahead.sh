@@ -6,9 +6,10 @@
 # the disk (fault injection) while the reader goes on; a copy, whose writes
 # elsewhere leave what was read ahead current; 4 KiB reads with a write
 # ahead; two streams on one connection, with reads elsewhere among them;
-# eight reads in flight racing writes just ahead of them.  The log must
-# show that reads were started ahead and used, so that the checks are not
-# of the plain path alone.
+# streams that stopped making room for a new one; eight reads in flight
+# racing writes just ahead of them.  The log must show that reads were
+# started ahead and used, so that the checks are not of the plain path
+# alone.
 . "$(dirname "$0")/lib.sh"
 $PY -c 'import nbd' 2>/dev/null || skip "skipped: $PY has no libnbd bindings (python3-libnbd)"
 
@@ -31,12 +32,13 @@ grep 'reads started ahead' "$T/blockd.log" | sed 's/.*connection/  connection/'
 # some of it was taken and some dropped by the writes), and two with writes
 # elsewhere or other reads only, whose reads ahead of the 4th on were all
 # taken and only the 8 ahead of each stream's end went unused: the copy
-# (32 reads) and the connection with two streams of 20
+# (32 reads) and the connection with two streams of 20; and the connection
+# whose four streams stopped, then a new one was read ahead (some used)
 grep 'reads started ahead' "$T/blockd.log" | $PY -c '
 import re, sys
 seen = [tuple(map(int, re.search(r"(\d+) reads started ahead, (\d+) of them used", l).groups()))
         for l in sys.stdin]
-assert len(seen) == 12 and all(used > 0 for _, used in seen), seen
+assert len(seen) == 13 and all(used > 0 for _, used in seen), seen
 racing = max(seen)
 assert racing[0] >= 100 and racing[1] < racing[0], ("the racing reader", seen)
 assert (36, 28) in seen, ("the copy", seen)
