@@ -109,7 +109,7 @@ struct ra_stream {
   unsigned backoff;             /* the last back-off (0: none since its data was last current) */
   struct blk_req *head, *tail;
   unsigned n;                   /* in the list */
-  unsigned window;              /* reads it may have ahead now (0: RA_FIRST) */
+  unsigned window;              /* reads it may have ahead now */
   uint64_t last_read;           /* the connection's reads at its last one */
   uint64_t read_at_tick;        /* last_read at the last tick: idle for a second? */
 };
@@ -156,7 +156,6 @@ struct blk_conn {
 
   /* Read-ahead: the client's streams of reads (see read-ahead). */
   struct ra_stream ra[RA_STREAMS];
-  unsigned ra_n;                /* in the streams' lists */
   unsigned ra_reqs;             /* in the lists, or dropped with their read on the disk */
   unsigned ra_parked;           /* in the lists with their read done */
   uint64_t reads;               /* the client's reads */
@@ -171,7 +170,6 @@ static void process_input (struct blk_conn *c);
 static void conn_release (struct blk_conn *c, struct blk_req *q);
 static void arm_recv (struct blk_conn *c);
 static void maybe_free (struct blk_conn *c);
-struct ra_stream;
 static void ra_drop (struct blk_conn *c, struct ra_stream *st);
 static void ra_drop_all (struct blk_conn *c);
 static bool ra_read_done (struct blk_conn *c, struct blk_req *q);
@@ -1017,7 +1015,6 @@ ra_drop (struct blk_conn *c, struct ra_stream *st)
       q->ra = RA_DROPPED;
   }
   st->tail = NULL;
-  c->ra_n -= st->n;
   st->n = 0;
 }
 
@@ -1028,6 +1025,16 @@ ra_drop_all (struct blk_conn *c)
     ra_drop (c, st);
 }
 
+/* Reads started ahead in the streams' lists. */
+static unsigned
+ra_listed (const struct blk_conn *c)
+{
+  unsigned n = 0;
+  for (const struct ra_stream *st = c->ra; st < c->ra + RA_STREAMS; st++)
+    n += st->n;
+  return n;
+}
+
 /* What st read ahead is not current: drop it, and do not read ahead of
  * its next wait reads. */
 static void
@@ -1036,7 +1043,7 @@ ra_back_off (struct blk_conn *c, struct ra_stream *st)
   st->backoff = st->backoff == 0 ? RA_BACKOFF_MIN
                 : st->backoff < RA_BACKOFF_MAX ? 2 * st->backoff : RA_BACKOFF_MAX;
   st->wait = st->backoff;
-  st->window = 0;
+  st->window = RA_FIRST;
   ra_drop (c, st);
 }
 
@@ -1085,7 +1092,6 @@ ra_claim (struct blk_conn *c, const struct nbd_request *r)
     st->tail = NULL;
   q->next = NULL;
   st->n--;
-  c->ra_n--;
   c->ra_reqs--;
   c->ra_used++;
   st->backoff = 0;
@@ -1115,7 +1121,6 @@ ra_start (struct blk_conn *c, struct ra_stream *st, uint64_t offset, uint32_t le
     st->head = q;
   st->tail = q;
   st->n++;
-  c->ra_n++;
   c->ra_reqs++;
   c->ra_started++;
   execute (c, q);
@@ -1147,7 +1152,7 @@ ra_stream_of (struct blk_conn *c, const struct nbd_request *r)
       old = st;
   }
   ra_drop (c, old);
-  *old = (struct ra_stream) { 0 };
+  *old = (struct ra_stream) { .window = RA_FIRST };
   return old;
 }
 
@@ -1170,13 +1175,11 @@ ra_follow (struct blk_conn *c, const struct nbd_request *r, struct ra_stream *st
     return;
   }
   uint64_t want = blk_cfg.read_ahead / r->length;
-  if (st->window == 0)
-    st->window = RA_FIRST;
   if (want > st->window)
     want = st->window;
   uint64_t front = st->tail ? st->tail->r.offset + st->tail->r.length : st->next;
   uint64_t size = vol_size (c->vol);
-  while (st->n < want && c->ra_n < RA_MAX && front <= size && r->length <= size - front
+  while (st->n < want && ra_listed (c) < RA_MAX && front <= size && r->length <= size - front
          && c->state == CONN_TRANSMISSION && !c->eof && !atomic_load (&c->kicked)
          && c->inflight < (unsigned) blk_cfg.max_inflight
          && c->inflight_bytes + r->length <= MAX_CONN_BYTES) {

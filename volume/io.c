@@ -102,7 +102,6 @@ unpin (struct vol_store *st, uint32_t phys, struct vol_ioctx *ctx)
     chunk_release (st, phys, ctx);
 }
 
-/* Submit one SQE for a sub.  Returns 0 or -errno (no SQE available). */
 /* What a pool operation does, as fault injection names it. */
 static enum vol_op
 sub_op (const struct vol_io *io, const struct vol_sub *s)
@@ -136,6 +135,7 @@ delay_next (struct vol_ioctx *ctx, unsigned ms)
   ctx->background++;
 }
 
+/* Submit one SQE for a sub.  Returns 0 or -errno (no SQE available). */
 static int
 sub_submit (struct vol_io *io, struct vol_sub *s, void *base)
 {
