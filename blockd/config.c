@@ -62,9 +62,9 @@ static const struct setting settings[] = {
     "(clients with structured replies); 0: the zeros are sent" },
   { "read-ahead", T_SIZE, S (read_ahead), 0, 16 << 20, "1M",
     "bytes a connection reads ahead of each stream of a client's sequential reads (requests of "
-    "4K to 256K, each where the one before ended; up to 4 streams, at most 64 reads in all); "
-    "a write from any connection to the same MiB of the volume discards what was read ahead "
-    "there; 0: off" },
+    "4K to 256K, each where the one before ended; up to 4 streams, at most 64 reads in all; "
+    "smaller requests are read ahead in blocks that answer several); a write from any "
+    "connection to the same MiB of the volume discards what was read ahead there; 0: off" },
   { "log-level", T_STRING, S (log_level), 0, 0, "info", "error, warn, info or debug" },
   { "fault-injection", T_INT, S (fault_injection), 0, 1, "0",
     "1 enables POST /v1/debug/faults, which makes pool I/O fail or wait (for tests only)" },

@@ -10,6 +10,8 @@
 #
 #   /usr/bin/python3 read-ahead.py HOST PORT VOLUME VOLUME2 SIZE
 #
+# ($READ_AHEAD=0: blockd runs with --read-ahead 0, and no read ahead fails.)
+#
 # Both volumes are fresh, of SIZE bytes (16 MiB): the first for the
 # sequences of reads and writes, the second for reads racing writes.
 # Every check prints one line; the first failed check raises and the script
@@ -27,6 +29,7 @@ import urllib.request
 import nbd
 
 HOST, PORT, VOL, VOL2, SIZE = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+READ_AHEAD = int(os.environ.get("READ_AHEAD", "1") != "0")   # blockd's --read-ahead is not 0
 KiB = 1024
 MiB = 1024 * KiB
 REQ = 128 * KiB                  # the reader's requests: within read-ahead's sizes
@@ -175,6 +178,70 @@ for k in range(48):
     expect(h, 3 * MiB + k * BLK, BLK, "4 KiB stream, read %d" % k)
 h.shutdown()
 
+step("4 KiB reads from written into never-written space and back, and to the end of the volume")
+h = connect(loop=1)             # the stream is read ahead in blocks, each answering many of its reads
+for k in range(160):            # from 64 KiB before the half on: never written, then one written REQ
+    expect(h, half - 16 * BLK + k * BLK, BLK, "4 KiB into never-written space, read %d" % k)
+for k in range(160):            # the last block read ahead is cut at the end
+    expect(h, SIZE - 160 * BLK + k * BLK, BLK, "4 KiB to the end, read %d" % k)
+h.shutdown()
+
+log_pos = os.path.getsize(os.environ["BLOCKD_LOG"])
+
+def logged_since(text):
+    with open(os.environ["BLOCKD_LOG"], "rb") as f:
+        f.seek(log_pos)
+        return f.read().count(text.encode())
+
+# Chunk 12 (1 MiB) is never written: reads there need no disk, so a fault
+# on pool reads hits what is read ahead from chunk 13 on.
+B13 = 13 * MiB
+put(w, B13, blocks(B13, 64, 9))
+
+step("eight 4 KiB reads take their parts of a read ahead held on the disk; a write lands after them")
+h = connect(loop=1)
+fault(volume=VOL, op="read", delay_ms=300, count=1)
+for k in range(4):               # the read ahead starts after the 4th
+    expect(h, B13 - (4 - k) * BLK, BLK, "never written, read %d" % k)
+t0 = time.monotonic()
+pending = []
+for k in range(8):
+    buf = nbd.Buffer(BLK)
+    pending.append((h.aio_pread(buf, B13 + k * BLK), k, buf))
+put(w, B13 + 16 * BLK, block(B13 // BLK + 16, 10))     # after the eight were sent
+left = {c for c, _, _ in pending}
+while left:
+    left = {c for c in left if not h.aio_command_completed(c)}
+    if left:
+        h.poll(-1)
+waited = time.monotonic() - t0
+for _, k, buf in pending:
+    assert buf.to_bytearray() == model[B13 + k * BLK:B13 + (k + 1) * BLK], "held part, read %d" % k
+assert waited >= 0.2, "the eight reads were answered in %.3f s, not from the held read ahead" % waited
+for k in range(8, 40):
+    expect(h, B13 + k * BLK, BLK, "after the write, read %d" % k)
+assert logged_since("volume %s waits" % VOL) == 1, "the fault held the read ahead"
+h.shutdown()
+
+step("a read ahead fails: the reads that take their parts of it are read again for themselves")
+h = connect(loop=1)
+if READ_AHEAD:                   # else the client's own read would fail
+    fault(volume=VOL, op="read", error="EIO", count=1)
+for k in range(4):
+    expect(h, B13 - (4 - k) * BLK, BLK, "never written, read %d" % k)
+for k in range(150):
+    expect(h, B13 + k * BLK, BLK, "after the failed read ahead, read %d" % k)
+assert logged_since("volume %s: pool read failed" % VOL) == READ_AHEAD, "the read ahead failed"
+h.shutdown()
+
+step("reads of other lengths where a stream's reads ahead begin")
+h = connect(loop=1)
+at = 5 * MiB + 64 * KiB
+for n in [BLK] * 6 + [2 * BLK, BLK, 3 * BLK] + [BLK] * 4 + [64 * KiB] * 10 + [BLK] * 8:
+    expect(h, at, n, "%d bytes at %d" % (n, at))
+    at += n
+h.shutdown()
+
 step("two streams on one connection, in turn, with other reads among them")
 h = connect(loop=1)
 for k in range(20):
@@ -204,21 +271,14 @@ w.shutdown()
 # A read must see every write acknowledged before it was sent, and may see
 # a write that was still in flight.  Each block carries its version; the
 # versions acknowledged when each read is sent are its minimum.
-step("8 reads in flight, 3 times over the volume, a write just ahead of them every 4 reads")
 rd, wr = connect(VOL2, loop=0), connect(VOL2, loop=1)
 wr.pwrite(blocks(0, half // BLK, 1), 0)     # the rest never written
 acked = [1 if i < half // BLK else 0 for i in range(NBLK)]
 version = 100
-pos = 0                                  # next read's offset, over 3 passes
-reads = {}                               # cookie -> (offset, buffer, minimum versions)
-checked = 0
-writing = None                           # (cookie, block, version) in flight
-written = 0
-next_write = 0                           # after this many reads checked
 
 
 def verify(off, data, need):
-    for j in range(REQ // BLK):
+    for j in range(len(data) // BLK):
         b = off // BLK + j
         got = data[j * BLK:(j + 1) * BLK]
         if got == bytes(BLK):
@@ -229,36 +289,52 @@ def verify(off, data, need):
         assert v >= need[j], "block %d read version %d, but %d was acknowledged before the read was sent" % (b, v, need[j])
 
 
-while pos < 3 * SIZE or reads or writing:
-    while len(reads) < 8 and pos < 3 * SIZE:
-        off = pos % SIZE
-        buf = nbd.Buffer(REQ)
-        c = rd.aio_pread(buf, off)
-        reads[c] = (off, buf, acked[off // BLK:off // BLK + REQ // BLK])
-        pos += REQ
-    if writing is None and pos < 3 * SIZE and checked >= next_write:
-        next_write = checked + 4         # a pause, in which reads may start ahead
-        b = ((pos % SIZE) // BLK + rng.randrange(0, 512)) % NBLK   # within 2 MiB ahead
-        version += 1
-        writing = (wr.aio_pwrite(block(b, version), b * BLK), b, version)
-    rl = [h.aio_get_fd() for h in (rd, wr) if h.aio_get_direction() & nbd.AIO_DIRECTION_READ]
-    wl = [h.aio_get_fd() for h in (rd, wr) if h.aio_get_direction() & nbd.AIO_DIRECTION_WRITE]
-    ready_r, ready_w, _ = select.select(rl, wl, [], 10)
-    assert ready_r or ready_w, "no progress for 10 s"
-    for h in (rd, wr):
-        if h.aio_get_fd() in ready_r:
-            h.aio_notify_read()
-        if h.aio_get_fd() in ready_w:
-            h.aio_notify_write()
-    if writing and wr.aio_command_completed(writing[0]):
-        acked[writing[1]] = writing[2]
-        written += 1
-        writing = None
-    for c in [c for c in reads if rd.aio_command_completed(c)]:
-        off, buf, need = reads.pop(c)
-        verify(off, buf.to_bytearray(), need)
-        checked += 1
-step("%d reads checked against %d writes" % (checked, written))
+def race(req, passes):
+    """8 reads of req bytes in flight, passes times over the volume, a
+    write just ahead of them every 4 reads."""
+    global version
+    pos = 0                                  # next read's offset
+    reads = {}                               # cookie -> (offset, buffer, minimum versions)
+    checked = 0
+    writing = None                           # (cookie, block, version) in flight
+    written = 0
+    next_write = 0                           # after this many reads checked
+    while pos < passes * SIZE or reads or writing:
+        while len(reads) < 8 and pos < passes * SIZE:
+            off = pos % SIZE
+            buf = nbd.Buffer(req)
+            c = rd.aio_pread(buf, off)
+            reads[c] = (off, buf, acked[off // BLK:(off + req) // BLK])
+            pos += req
+        if writing is None and pos < passes * SIZE and checked >= next_write:
+            next_write = checked + 4         # a pause, in which reads may start ahead
+            b = ((pos % SIZE) // BLK + rng.randrange(0, 512)) % NBLK   # within 2 MiB ahead
+            version += 1
+            writing = (wr.aio_pwrite(block(b, version), b * BLK), b, version)
+        rl = [h.aio_get_fd() for h in (rd, wr) if h.aio_get_direction() & nbd.AIO_DIRECTION_READ]
+        wl = [h.aio_get_fd() for h in (rd, wr) if h.aio_get_direction() & nbd.AIO_DIRECTION_WRITE]
+        ready_r, ready_w, _ = select.select(rl, wl, [], 10)
+        assert ready_r or ready_w, "no progress for 10 s"
+        for h in (rd, wr):
+            if h.aio_get_fd() in ready_r:
+                h.aio_notify_read()
+            if h.aio_get_fd() in ready_w:
+                h.aio_notify_write()
+        if writing and wr.aio_command_completed(writing[0]):
+            acked[writing[1]] = writing[2]
+            written += 1
+            writing = None
+        for c in [c for c in reads if rd.aio_command_completed(c)]:
+            off, buf, need = reads.pop(c)
+            verify(off, buf.to_bytearray(), need)
+            checked += 1
+    step("%d reads checked against %d writes" % (checked, written))
+
+
+step("8 reads in flight, 3 times over the volume, a write just ahead of them every 4 reads")
+race(REQ, 3)
+step("the same with 16 KiB reads, once over the volume (parts of reads ahead)")
+race(16 * KiB, 1)
 rd.shutdown()
 wr.shutdown()
 for h in spares:
