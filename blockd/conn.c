@@ -952,11 +952,13 @@ req_get (struct blk_conn *c, const struct nbd_request *r)
  * Each read ahead is a block of RA_BLOCK (rounded down to the client's
  * requests), or of RA_BLOCK_SHALLOW for a client that keeps about one
  * read in flight, unless its requests are longer than half of that: then
- * it is one request long.  A request that asks for the start of what a
- * stream read ahead and has not given out takes it: all of a read as long
- * as itself (its buffer), or its part of a longer one (copied), answered
- * at once if the data is in, or as soon as it is (if that read failed, the
- * request is read again for itself).  So the disk sees one read for up to
+ * it is one request long; and no longer than the stream's window, so a
+ * young stream reads ahead 4 requests' worth, then more.  A request that
+ * asks for the start of what a stream read ahead and has not given out
+ * takes it: all of a read as long as itself (its buffer), or its part of
+ * a longer one (copied), answered at once if the data is in, or as soon
+ * as it is (if that read failed, the request is read again for itself).
+ * So the disk sees one read for up to
  * 128 of the client's, and a client at QD1 gets its data from memory:
  * sequential reads at QD1 of 4 KiB went 3.7x as fast as when read ahead
  * request by request, of 16 KiB 2.9x, 64 KiB 1.9x, 128 KiB 1.3x; 128 KiB
@@ -977,10 +979,9 @@ req_get (struct blk_conn *c, const struct nbd_request *r)
  * 1 MiB regions) is in flight, and is taken from only if none has
  * started in its regions since (vol_write_mark); otherwise the request is
  * read afresh, what the stream read ahead is dropped, and its next reads
- * are not read ahead: 16
- * of them, twice as many after each drop in a row (at most
- * RA_BACKOFF_MAX), so that a stream written just ahead of the reader all
- * the time costs few wasted reads.  Writes elsewhere on the volume (a
+ * are not read ahead: 16 of them, twice as many after each drop in a row
+ * (at most RA_BACKOFF_MAX), so that a stream written just ahead of the
+ * reader all the time costs few wasted reads.  Writes elsewhere on the volume (a
  * guest copying a file, its journal) leave the stream alone. */
 #define RA_MIN_LEN  4096
 #define RA_MAX_LEN  (256 * 1024)
@@ -1272,7 +1273,8 @@ ra_follow (struct blk_conn *c, const struct nbd_request *r, struct ra_stream *st
   st->last_read = ++c->reads;
   if (st->head && st->head->r.offset + st->head->ra_taken != st->next)
     ra_drop (c, st);            /* the client went past it (its lengths changed) */
-  if (st->run < RA_AFTER || r->length < RA_MIN_LEN || r->length > RA_MAX_LEN)
+  if (st->run < RA_AFTER || r->length < RA_MIN_LEN || r->length > RA_MAX_LEN
+      || r->length > blk_cfg.read_ahead)
     return;
   if (st->wait) {
     st->wait--;
@@ -1282,17 +1284,23 @@ ra_follow (struct blk_conn *c, const struct nbd_request *r, struct ra_stream *st
   blk_loop_mark_dirty (c->loop, c);
 }
 
-/* Read ahead of stream st up to its window.  Called when the connection's
- * replies have been handed to the kernel: a disk read submitted before
- * them made them wait for its notification, a VM exit (64 KiB reads at
- * QD1 in blocks of 128 KiB, one run each: 11.0k IOPS, p50 70 us, against
- * 12.4..13.6k, 47..58 us; docs/BENCHMARKS.md, nineteenth pass). */
+/* Read ahead of stream st up to its window, in reads as long as the
+ * window while it is shorter than a block.  Called when the connection's
+ * replies have been handed to the kernel (or wait for a send in flight):
+ * a disk read submitted before them made them wait for its notification,
+ * a VM exit (64 KiB reads at QD1 in blocks of 128 KiB, one run each:
+ * 11.0k IOPS, p50 70 us, against 12.4..13.6k, 47..58 us;
+ * docs/BENCHMARKS.md, nineteenth pass). */
 static void
 ra_fill (struct blk_conn *c, struct ra_stream *st)
 {
   st->due = false;
+  if (st->wait)                 /* it backed off since it was due */
+    return;
   uint32_t len = ra_read_len (c, st->len);
   uint64_t want = st->window < blk_cfg.read_ahead ? st->window : blk_cfg.read_ahead;
+  if (len > want)               /* a young stream: no more than its window */
+    len = (uint32_t) (want > st->len ? want / st->len * st->len : st->len);
   uint64_t front = st->tail ? st->tail->r.offset + st->tail->r.length : st->next;
   uint64_t size = vol_size (c->vol);
   while (len && front - st->next < want && ra_listed (c) < RA_MAX && front < size

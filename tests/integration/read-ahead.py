@@ -200,7 +200,7 @@ put(w, B13, blocks(B13, 64, 9))
 
 step("eight 4 KiB reads take their parts of a read ahead held on the disk; a write lands after them")
 h = connect(loop=1)
-fault(volume=VOL, op="read", delay_ms=300, count=1)
+fault(volume=VOL, op="read", delay_ms=1000, count=1)
 for k in range(4):               # the read ahead starts after the 4th
     expect(h, B13 - (4 - k) * BLK, BLK, "never written, read %d" % k)
 t0 = time.monotonic()
@@ -208,7 +208,8 @@ pending = []
 for k in range(8):
     buf = nbd.Buffer(BLK)
     pending.append((h.aio_pread(buf, B13 + k * BLK), k, buf))
-put(w, B13 + 16 * BLK, block(B13 // BLK + 16, 10))     # after the eight were sent
+time.sleep(0.1)                  # blockd has had them, and they wait on the block
+put(w, B13 + 16 * BLK, block(B13 // BLK + 16, 10))
 left = {c for c, _, _ in pending}
 while left:
     left = {c for c in left if not h.aio_command_completed(c)}
@@ -217,7 +218,7 @@ while left:
 waited = time.monotonic() - t0
 for _, k, buf in pending:
     assert buf.to_bytearray() == model[B13 + k * BLK:B13 + (k + 1) * BLK], "held part, read %d" % k
-assert waited >= 0.2, "the eight reads were answered in %.3f s, not from the held read ahead" % waited
+assert waited >= 0.5, "the eight reads were answered in %.3f s, not from the held read ahead" % waited
 for k in range(8, 40):
     expect(h, B13 + k * BLK, BLK, "after the write, read %d" % k)
 assert logged_since("volume %s waits" % VOL) == 1, "the fault held the read ahead"
