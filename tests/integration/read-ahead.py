@@ -3,8 +3,11 @@
 # sent at that moment must return, though blockd reads ahead of it, while
 # other connections (on the other loop) and its own write, trim and zero
 # the ranges it has read ahead (one write held on the disk while the reader
-# goes on), or write elsewhere (a copy); 4 KiB reads; a connection with
-# two streams.  Run by test-read-ahead.sh, against
+# goes on), or write elsewhere (a copy); 4 KiB reads, answered from blocks
+# read ahead (through never-written space, to the end, while a block's
+# read is held on the disk or fails, among reads of other lengths); a
+# connection with two streams; reads of 128 and 16 KiB racing writes.
+# Run by test-read-ahead.sh, against
 # a blockd with two loops, fault injection and debug logging that has had
 # no NBD connection yet, with $BLOCKD_API and $BLOCKD_LOG (its log) set:
 #
