@@ -163,7 +163,6 @@ struct blk_conn {
   struct ra_stream ra[RA_STREAMS];
   unsigned ra_reqs;             /* in the lists, or dropped with their read on the disk */
   unsigned ra_parked;           /* in the lists with their read done */
-  bool ra_due;                  /* a stream is due to be read ahead of */
   uint64_t reads;               /* the client's reads */
   uint64_t ra_started, ra_used; /* for the log: reads ahead started, and taken from */
   uint64_t ra_bytes, ra_taken;  /* ...their bytes, and the bytes requests took */
@@ -1280,7 +1279,7 @@ ra_follow (struct blk_conn *c, const struct nbd_request *r, struct ra_stream *st
     st->wait--;
     return;
   }
-  st->due = c->ra_due = true;
+  st->due = true;
   blk_loop_mark_dirty (c->loop, c);
 }
 
@@ -1316,10 +1315,10 @@ ra_fill (struct blk_conn *c, struct ra_stream *st)
   }
 }
 
+/* Read ahead of the streams due (a look at four flags on each flush). */
 static void
 ra_fill_due (struct blk_conn *c)
 {
-  c->ra_due = false;
   for (struct ra_stream *st = c->ra; st < c->ra + RA_STREAMS; st++)
     if (st->due)
       ra_fill (c, st);
@@ -1657,8 +1656,7 @@ blk_conn_flush (struct blk_conn *c)
   if (c->state == CONN_DEAD)
     drop_sendq (c);
   if (c->send_armed || c->state == CONN_DEAD) {
-    if (c->ra_due)
-      ra_fill_due (c);
+    ra_fill_due (c);
     maybe_free (c);
     return;
   }
@@ -1695,8 +1693,7 @@ blk_conn_flush (struct blk_conn *c)
   }
   if (c->niov)
     submit_send (c);
-  if (c->ra_due)
-    ra_fill_due (c);
+  ra_fill_due (c);
   maybe_free (c);
 }
 
