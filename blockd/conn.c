@@ -1015,10 +1015,13 @@ ra_park (struct blk_conn *c, struct blk_req *q, bool ready)
   }
 }
 
-/* A read ahead that no request takes more of, its read done: give it back. */
+/* A read ahead that no request takes more of, its read done: give it back
+ * (counted in flight again first if it was parked, as conn_release expects). */
 static void
 ra_release (struct blk_conn *c, struct blk_req *q)
 {
+  if (q->ra_ready)
+    ra_park (c, q, false);
   q->ra = RA_NONE;
   c->ra_reqs--;
   conn_release (c, q);
@@ -1031,10 +1034,8 @@ ra_drop (struct blk_conn *c, struct ra_stream *st)
     struct blk_req *q = st->head;
     st->head = q->next;
     q->next = NULL;
-    if (q->ra_ready) {
-      ra_park (c, q, false);
+    if (q->ra_ready)
       ra_release (c, q);
-    }
     else
       q->ra = RA_DROPPED;       /* its waiters are answered when it is done */
   }
@@ -1181,10 +1182,8 @@ ra_claim (struct blk_conn *c, const struct nbd_request *r)
   }
   if (q->ra_ready) {
     ra_answer (c, q, p);
-    if (last) {
-      ra_park (c, q, false);
+    if (last)
       ra_release (c, q);
-    }
     return st;
   }
   struct blk_req **w = &q->ra_waiters;
