@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Helper of fio-jobs/bench.sh: the job table, one measured fio run, the report.
 
-  bench-report.py jobs [--only "JOB ..."]       job names, in run order
+  bench-report.py jobs [--only "JOB ..."] [--quick]   job names, in run order
   bench-report.py ports N                       N free TCP ports on 127.0.0.1
   bench-report.py run --targets FILE --target T --job J --round R
                       --runtime S --ramp S --out-dir DIR
@@ -22,6 +22,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import resource
 import socket
 import statistics
 import subprocess
@@ -42,8 +44,26 @@ JOBS = [
     ("seqwrite-1m-qd4", dict(rw="write", bs="1m", iodepth=4)),
     ("randread-4k-qd32-4conn", dict(rw="randread", bs="4k", iodepth=32, conns=4)),
     ("randwrite-4k-qd32-4conn", dict(rw="randwrite", bs="4k", iodepth=32, conns=4)),
+    # QEMU's own client: qemu-img bench, through QEMU's block layer and its nbd
+    # driver, the path of a VM's disk attached with -blockdev driver=nbd (on
+    # local-uring: QEMU's file driver, O_DIRECT and io_uring).  QEMU's nbd
+    # driver keeps at most 16 requests in flight on a connection, so 16 is the
+    # deepest queue a VM's disk brings to its server.  qemu-img bench runs a
+    # count of requests, not a time: the count is set from a calibration run.
+    ("qemu-read-4k-qd16", dict(client="qemu", rw="read", bs="4k", iodepth=16)),
+    ("qemu-write-4k-qd16", dict(client="qemu", rw="write", bs="4k", iodepth=16)),
+    # (not in make bench QUICK=1, which must stay under five minutes)
+    ("qemu-read-4k-qd1", dict(client="qemu", rw="read", bs="4k", iodepth=1, quick=False)),
+    ("qemu-write-4k-qd1", dict(client="qemu", rw="write", bs="4k", iodepth=1, quick=False)),
 ]
 JOB_OPTS = dict(JOBS)
+
+# qemu-img bench goes from one request to the next by a step: 1 MiB + 4 KiB,
+# wrapping within the 1 GiB, so that no request follows the one before it (no
+# read-ahead) and, 257 being prime, the run visits every 4 KiB block of the GiB.
+QEMU_STEP = 1024 * 1024 + 4096
+QEMU_SIZE = 1024 * 1024 * 1024
+QEMU_PATTERN = "0xa5"   # written data, not zeros
 
 # Reference rows for the ratio columns.
 REF_QEMU = "qemu-nbd-none"
@@ -96,8 +116,13 @@ GOALS = [
          metric="iops", ref_job="randwrite-4k-qd32", op="ratio", at_least=1.0),
 ]
 
-METRICS = ["iops", "mib_s", "p50_us", "p99_us", "lat_p50_us", "server_cpu_s_per_s",
-           "ios_per_server_cpu_s", "fio_cpu_s_per_s", "machine_cpu_busy_s_per_s"]
+METRICS = ["iops", "mib_s", "p50_us", "p99_us", "lat_p50_us", "mean_lat_us",
+           "server_cpu_s_per_s", "ios_per_server_cpu_s", "fio_cpu_s_per_s",
+           "client_cpu_s_per_s", "machine_cpu_busy_s_per_s"]
+
+
+def is_qemu_job(job):
+    return JOB_OPTS[job].get("client") == "qemu"
 
 
 def die(msg):
@@ -152,6 +177,8 @@ def cmd_jobs(args):
         if bad:
             die("unknown job(s) in JOBS: %s (known: %s)" % (" ".join(bad), " ".join(names)))
         names = [n for n in names if n in want]
+    elif args.quick:
+        names = [n for n in names if JOB_OPTS[n].get("quick", True)]
     print(" ".join(names))
 
 
@@ -210,6 +237,59 @@ def fio_stats(fio_json, rw):
     )
 
 
+def qemu_command(target, job, count):
+    o = JOB_OPTS[job]
+    cmd = ["qemu-img", "bench", "-c", str(count), "-d", str(o["iodepth"]), "-s", o["bs"],
+           "-S", str(QEMU_STEP)]
+    if o["rw"] == "write":
+        cmd += ["-w", "--pattern=" + QEMU_PATTERN]
+    if target["kind"] == "nbd":
+        return cmd + ["-f", "raw", target["where"]]
+    # the file's first GiB (blockd's pool file is larger), O_DIRECT; a comma
+    # in an --image-opts value is written twice
+    return cmd + ["-t", "none", "-i", "io_uring", "--image-opts",
+                  "driver=raw,size=%d,file.driver=file,file.filename=%s"
+                  % (QEMU_SIZE, target["where"].replace(",", ",,"))]
+
+
+def qemu_bench(t, job, count, timeout):
+    """Run qemu-img bench for count requests; the seconds it reports."""
+    cmd = qemu_command(t, job, count)
+    try:
+        res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             timeout=timeout)
+    except subprocess.TimeoutExpired:
+        die("qemu-img bench on %s %s took over %d s\ncommand: %s"
+            % (t["name"], job, timeout, " ".join(cmd)))
+    m = re.search(r"Run completed in ([0-9.]+) seconds", res.stdout)
+    if res.returncode != 0 or m is None or float(m.group(1)) <= 0:
+        die("qemu-img bench failed on %s %s (exit %d):\n%s\ncommand: %s"
+            % (t["name"], job, res.returncode, res.stdout[-2000:], " ".join(cmd)))
+    return float(m.group(1))
+
+
+def qemu_calibrate(t, job, runtime, ramp):
+    """How many requests make a run of about runtime seconds: a short run
+    (100 per request in flight), then, with a ramp, a run of about ramp
+    seconds, which also warms the target up as fio's ramp does."""
+    n = 100 * JOB_OPTS[job]["iodepth"]
+    rate = n / qemu_bench(t, job, n, 120)
+    if ramp > 0:
+        m = max(n, int(rate * ramp))
+        rate = m / qemu_bench(t, job, m, 120 + 20 * ramp)
+    return max(n, int(rate * runtime))
+
+
+def size_bytes(s):
+    """"4k", "128k", "1m" in bytes."""
+    return int(s[:-1]) * {"k": 1024, "m": 1048576}[s[-1]]
+
+
+def children_cpu_s():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def cmd_run(args):
     targets = {t["name"]: t for t in read_targets(args.targets)}
     if args.target not in targets:
@@ -220,7 +300,12 @@ def cmd_run(args):
         return
     rec = dict(target=t["name"], job=args.job, round=args.round)
     stem = os.path.join(args.out_dir, "%s.%s.r%d" % (args.job, t["name"], args.round))
-    cmd, conns = fio_command(t, args.job, args.runtime, args.ramp, stem + ".fio.json")
+    qemu = is_qemu_job(args.job)
+    if qemu:
+        count = qemu_calibrate(t, args.job, args.runtime, args.ramp)
+        conns = 1
+    else:
+        cmd, conns = fio_command(t, args.job, args.runtime, args.ramp, stem + ".fio.json")
     if conns > 1 and t["kind"] == "nbd" and t["multi_conn"] != "yes":
         rec["skipped"] = "server does not advertise multi-conn"
         with open(stem + ".json", "w") as f:
@@ -232,9 +317,14 @@ def cmd_run(args):
     if pid is not None:
         c0 = proc_cpu_ticks(pid)
     m0 = machine_busy_ticks()
+    k0 = children_cpu_s()
     w0 = time.monotonic()
-    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if qemu:
+        secs = qemu_bench(t, args.job, count, 120 + 20 * args.runtime)
+    else:
+        res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     w1 = time.monotonic()
+    k1 = children_cpu_s()
     m1 = machine_busy_ticks()
     if pid is not None:
         try:
@@ -242,18 +332,28 @@ def cmd_run(args):
         except FileNotFoundError:
             die("%s (pid %d) died during %s; see its log in %s"
                 % (t["name"], pid, args.job, os.path.dirname(args.out_dir)))
-    if res.returncode != 0:
-        die("fio failed on %s %s (exit %d):\n%s\ncommand: %s"
-            % (t["name"], args.job, res.returncode, res.stdout[-2000:], " ".join(cmd)))
-    with open(stem + ".fio.json") as f:
-        text = f.read()
-    # fio's nbd engine prints "fio: connected to NBD server" lines before the JSON
-    fj = json.loads(text[text.index("{"):])
-    st = fio_stats(fj, JOB_OPTS[args.job]["rw"])
     wall = w1 - w0
-    rec.update(st)
+    if qemu:
+        o = JOB_OPTS[args.job]
+        iops = count / secs
+        st = dict(iops=iops, mib_s=iops * size_bytes(o["bs"]) / 1048576.0, total_ios=count,
+                  p50_us=None, p99_us=None, lat_p50_us=None,
+                  # qemu-img bench keeps iodepth requests in flight: Little's law
+                  mean_lat_us=o["iodepth"] / iops * 1e6)
+        rec.update(st)
+        rec["client_cpu_s_per_s"] = (k1 - k0) / wall
+    else:
+        if res.returncode != 0:
+            die("fio failed on %s %s (exit %d):\n%s\ncommand: %s"
+                % (t["name"], args.job, res.returncode, res.stdout[-2000:], " ".join(cmd)))
+        with open(stem + ".fio.json") as f:
+            text = f.read()
+        # fio's nbd engine prints "fio: connected to NBD server" lines before the JSON
+        fj = json.loads(text[text.index("{"):])
+        st = fio_stats(fj, JOB_OPTS[args.job]["rw"])
+        rec.update(st)
+        rec["fio_cpu_s_per_s"] = st["fio_cpu_pct_per_job"] / 100.0 * conns
     rec["wall_s"] = wall
-    rec["fio_cpu_s_per_s"] = st["fio_cpu_pct_per_job"] / 100.0 * conns
     # every CPU of the machine, busy (not idle or iowait): client, server,
     # kernel threads, interrupts, and whatever else runs (noise)
     rec["machine_cpu_busy_s_per_s"] = (m1[0] - m0[0]) / tck / wall
@@ -261,17 +361,23 @@ def cmd_run(args):
         cpu_s = (c1 - c0) / tck
         rec["server_cpu_s"] = cpu_s
         rec["server_cpu_s_per_s"] = cpu_s / wall
-        rec["ios_per_server_cpu_s"] = (st["iops"] / rec["server_cpu_s_per_s"]
-                                       if cpu_s > 0 else None)
+        if cpu_s <= 0:
+            rec["ios_per_server_cpu_s"] = None
+        elif qemu:              # both over qemu-img's whole life
+            rec["ios_per_server_cpu_s"] = count / cpu_s
+        else:
+            rec["ios_per_server_cpu_s"] = st["iops"] / rec["server_cpu_s_per_s"]
     else:
         rec["server_cpu_s"] = rec["server_cpu_s_per_s"] = rec["ios_per_server_cpu_s"] = None
     with open(stem + ".json", "w") as f:
         json.dump(rec, f, indent=1)
     cpu = ("%.2f" % rec["server_cpu_s_per_s"]) if pid is not None else "n/a"
-    print("  %-24s %-14s %9.0f IOPS %8.1f MiB/s  p50 %7.0f us  p99 %7.0f us  lat p50 %7s us"
+    lat = ("lat p50 %7s us" % fmt(st["lat_p50_us"]) if not qemu
+           else "mean lat %6s us" % fmt(st["mean_lat_us"]))
+    print("  %-24s %-14s %9.0f IOPS %8.1f MiB/s  p50 %7s us  p99 %7s us  %s"
           "  server CPU %s s/s  machine busy %.2f CPUs"
-          % (args.job, t["name"], st["iops"], st["mib_s"], st["p50_us"], st["p99_us"],
-             fmt(st["lat_p50_us"]), cpu, rec["machine_cpu_busy_s_per_s"]),
+          % (args.job, t["name"], st["iops"], st["mib_s"], fmt(st["p50_us"]),
+             fmt(st["p99_us"]), lat, cpu, rec["machine_cpu_busy_s_per_s"]),
           file=sys.stderr)
 
 
@@ -491,9 +597,26 @@ def markdown_tables(results):
             "| lat p50 µs | server CPU s/s | IOs per server CPU-s | fio CPU s/s | machine CPUs busy "
             "| IOPS vs qemu-nbd none | IOPS vs nbdkit null | IOs/CPU-s vs qemu-nbd none |")
     sep = "|" + "---|" * 14
+    qhead = ("| target | IOPS | IOPS, lowest–highest round | MiB/s | mean lat µs "
+             "| server CPU s/s | IOs per server CPU-s | qemu-img CPU s/s | machine CPUs busy "
+             "| IOPS vs qemu-nbd none | IOPS vs nbdkit null | IOs/CPU-s vs qemu-nbd none |")
+    qsep = "|" + "---|" * 12
     for j in results:
         lines.append("### %s" % j["job"])
         lines.append("")
+        if is_qemu_job(j["job"]):
+            lines += [qhead, qsep]
+            for r in j["targets"]:
+                lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    r["target"], fmt(r["iops"]), fmt_range(r.get("iops_all_rounds")),
+                    fmt(r["mib_s"], 1), fmt(r.get("mean_lat_us"), 1),
+                    fmt(r["server_cpu_s_per_s"], 2), fmt(r["ios_per_server_cpu_s"]),
+                    fmt(r.get("client_cpu_s_per_s"), 2),
+                    fmt(r.get("machine_cpu_busy_s_per_s"), 2),
+                    fmt_ratio(r["iops_vs_qemu_nbd_none"]), fmt_ratio(r["iops_vs_nbdkit_null"]),
+                    fmt_ratio(r["ios_per_cpu_vs_qemu_nbd_none"])))
+            lines.append("")
+            continue
         lines.append(head)
         lines.append(sep)
         for r in j["targets"]:
@@ -535,7 +658,8 @@ def write_docs(path, info, settings, targets, tables, goals_md):
     L.append("# blockd benchmarks")
     L.append("")
     L.append("Side-by-side measurement of blockd against other NBD servers and the local disk,")
-    L.append("with fio on the same machine over loopback TCP. Written by `make bench`")
+    L.append("with fio (and QEMU's own client) on the same machine over loopback TCP.")
+    L.append("Written by `make bench`")
     L.append("(`fio-jobs/bench.sh` and `fio-jobs/bench-report.py`); raw numbers of the")
     L.append("last run are in `build/bench/results.json`.")
     L.append("")
@@ -603,6 +727,17 @@ def write_docs(path, info, settings, targets, tables, goals_md):
     L.append("ceiling of fio's nbd engine on this machine (blockd-unwritten, without disk")
     L.append("I/O either, goes past it on reads). The 4conn jobs run 4 fio jobs, each on")
     L.append("its own NBD connection, only against servers that advertise multi-conn.")
+    L.append("The qemu-* jobs use QEMU's own NBD client instead of fio: `qemu-img bench`,")
+    L.append("through QEMU's block layer and its nbd driver, the path of a VM's disk")
+    L.append("attached with `-blockdev driver=nbd` (on local-uring, QEMU's file driver")
+    L.append("with O_DIRECT and io_uring on the same GiB). Each request lies 1 MiB + 4 KiB")
+    L.append("after the one before, wrapping within the GiB, so that none follows another")
+    L.append("and a run visits every 4 KiB block; writes carry 0xa5 bytes. QEMU's nbd")
+    L.append("driver keeps at most 16 requests in flight on a connection, so QD16 is the")
+    L.append("deepest queue a VM's disk brings to its server. qemu-img bench runs a count")
+    L.append("of requests (set from a short calibration run and a ramp run to last the")
+    L.append("runtime) and reports only its time: mean lat is the depth over IOPS, and")
+    L.append("qemu-img CPU is its own user and system time over its run.")
     L.append("`sync` runs before every measurement so that one target's dirty page cache")
     L.append("is not written back during another's run; the page-cache targets")
     L.append("(qemu-nbd-wb, nbdkit-file) therefore never pay for writeback in their")
@@ -669,6 +804,7 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("jobs")
     p.add_argument("--only")
+    p.add_argument("--quick", action="store_true")
     p = sub.add_parser("ports")
     p.add_argument("n", type=int)
     p = sub.add_parser("run")

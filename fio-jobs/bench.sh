@@ -4,14 +4,15 @@
 # Run by `make bench`.  Starts every target on 127.0.0.1, writes 1 GiB into each
 # (blockd-unwritten's volume stays unwritten: it runs the read jobs only; the
 # targets that write with O_DIRECT share blockd's blocks, see "same blocks"),
-# then runs every fio job against every target in turn (one job on all targets
+# then runs every job (fio's, and the qemu-* jobs with QEMU's own NBD client,
+# qemu-img bench) against every target in turn (one job on all targets
 # before the next job), ROUNDS times, and reports medians: a Markdown table per
 # job and one of blockd against its goals (on the medians and round by round)
 # on stdout, build/bench/results.json, and docs/BENCHMARKS.md.
 #
 # Environment:
-#   QUICK=1               2 s per run without a ramp, 1 round (a smoke run of a
-#                         few minutes)
+#   QUICK=1               2 s per run without a ramp, 1 round, without the
+#                         QD1 qemu-img jobs (a smoke run of a few minutes)
 #   BENCH_RUNTIME=S       seconds measured per run (default 10; QUICK: 2)
 #   BENCH_ROUNDS=N (or R) rounds (default 3; QUICK: 1)
 #   TARGETS="a b"         subset of: blockd blockd-unwritten qemu-nbd-none qemu-nbd-wb
@@ -69,10 +70,12 @@ for t in $TARGETS; do
 done
 case $RUNTIME in ''|*[!0-9]*) die "BENCH_RUNTIME must be whole seconds, not \"$RUNTIME\"" ;; esac
 case $ROUNDS in ''|*[!0-9]*|0) die "BENCH_ROUNDS must be a positive number, not \"$ROUNDS\"" ;; esac
-JOBLIST=$($PY "$HELPER" jobs ${JOBS:+--only "$JOBS"})
+if [ "${QUICK:-0}" = 1 ]; then QUICKJOBS=--quick; else QUICKJOBS=; fi
+JOBLIST=$($PY "$HELPER" jobs $QUICKJOBS ${JOBS:+--only "$JOBS"})
 
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"; }
 need fio "install the fio package"
+case " $JOBLIST " in *" qemu-"*) need qemu-img "install qemu-utils" ;; esac
 need nbdinfo "install libnbd-bin"
 case " $TARGETS " in *" qemu-nbd"*) need qemu-nbd "install qemu-utils" ;; esac
 case " $TARGETS " in *" nbdkit"*) need nbdkit "install nbdkit" ;; esac

@@ -133,6 +133,55 @@ if sed -n '/^### randwrite-4k-qd32$/,/^### /p' "$T/out2" | grep -q "^| unwritten
 fi
 sed -n '/^### goals/,$p' "$T/out2" | diff "$T/goals" - \
     || fail "a reads-only target changed the goals"
+# The qemu-* jobs (QEMU's own client, qemu-img bench) have tables of their
+# own: mean latency and qemu-img's CPU instead of fio's percentiles; no goal
+# reads them.  qrec JOB TARGET ROUND IOPS MEAN-LAT
+qrec() {
+    printf '{"job":"%s","target":"%s","round":%s,"iops":%s,"mib_s":117.2,"p50_us":null,"p99_us":null,"lat_p50_us":null,"mean_lat_us":%s,"server_cpu_s_per_s":0.5,"ios_per_server_cpu_s":60000,"client_cpu_s_per_s":0.8,"machine_cpu_busy_s_per_s":1.5}\n' \
+        "$1" "$2" "$3" "$4" "$5" >"$R/$1.$2.r$3.json"
+}
+qrec qemu-read-4k-qd16 blockd 1 30000 533.3
+qrec qemu-read-4k-qd16 blockd 2 20000 800
+qrec qemu-read-4k-qd16 nbdkit-null 1 50000 320
+"$PY" fio-jobs/bench-report.py report --targets "$T/targets.tsv" --runs "$R" \
+    --json "$T/results4.json" >"$T/out4" || fail "report with qemu-img runs failed"
+sed -n '/^### qemu-read-4k-qd16$/,/^### /p' "$T/out4" >"$T/qtable"
+grep -q '^| target | IOPS | IOPS, lowest–highest round | MiB/s | mean lat µs | server CPU s/s | IOs per server CPU-s | qemu-img CPU s/s |' "$T/qtable" \
+    || fail "the qemu-img job's table has the wrong columns: $(cat "$T/qtable")"
+grep -qF '| blockd | 25,000 | 20,000–30,000 | 117.2 | 666.6 | 0.50 | 60,000 | 0.80 | 1.50 | – | 0.50× | – |' "$T/qtable" \
+    || fail "the qemu-img job's blockd row: $(cat "$T/qtable")"
+sed -n '/^### goals/,$p' "$T/out4" | diff "$T/goals" - || fail "qemu-img runs changed the goals"
+
+# A qemu-img run for real, on a local file target (a sparse GiB: QEMU's file
+# driver, O_DIRECT): the count from its calibration, IOPS from its time.
+truncate -s 1G "$T/local.raw"
+printf 'qlocal\tfile\t%s\t-\t-\tlocal\n' "$T/local.raw" >"$T/q.tsv"
+"$PY" fio-jobs/bench-report.py run --targets "$T/q.tsv" --target qlocal \
+    --job qemu-write-4k-qd1 --round 1 --runtime 1 --ramp 0 --out-dir "$R" 2>"$T/err" \
+    || fail "a qemu-img run failed: $(cat "$T/err")"
+"$PY" -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["iops"] > 0 and r["total_ios"] >= 100, r
+assert abs(r["mean_lat_us"] - 1e6 / r["iops"]) < 1e-6 * r["mean_lat_us"], r
+assert r["client_cpu_s_per_s"] > 0 and r["server_cpu_s"] is None, r
+' "$R/qemu-write-4k-qd1.qlocal.r1.json" || fail "the qemu-img run record: $(cat "$R/qemu-write-4k-qd1.qlocal.r1.json")"
+# ...whose writes reached the file: 0xa5 bytes at offsets a step apart
+"$PY" -c '
+import sys
+with open(sys.argv[1], "rb") as f:
+    for k in range(3):
+        f.seek(k * (1024 * 1024 + 4096))
+        assert f.read(4096) == b"\xa5" * 4096, k
+' "$T/local.raw" || fail "qemu-img bench did not write its pattern where the step puts it"
+# a qemu-img job against a server that is not there fails, and says so
+if "$PY" fio-jobs/bench-report.py run --targets "$T/targets.tsv" --target unwritten \
+        --job qemu-read-4k-qd1 --round 1 --runtime 1 --ramp 0 --out-dir "$R" 2>"$T/err"; then
+    fail "a qemu-img job against no server succeeded"
+fi
+grep -q "qemu-img bench failed on unwritten qemu-read-4k-qd1" "$T/err" \
+    || fail "a failed qemu-img run: $(cat "$T/err")"
+
 # a target line with a 7th field other than all/reads is refused
 printf 'bad\tnbd\tnbd://127.0.0.1:1/x\t-\tyes\tx\tsome\n' >"$T/bad.tsv"
 if "$PY" fio-jobs/bench-report.py report --targets "$T/bad.tsv" --runs "$R" \
