@@ -269,11 +269,18 @@ def qemu_bench(t, job, count, timeout):
 
 
 def qemu_calibrate(t, job, runtime, ramp):
-    """How many requests make a run of about runtime seconds: a short run
-    (100 per request in flight), then, with a ramp, a run of about ramp
-    seconds, which also warms the target up as fio's ramp does."""
-    n = 100 * JOB_OPTS[job]["iodepth"]
-    rate = n / qemu_bench(t, job, n, 120)
+    """How many requests make a run of about runtime seconds: short runs,
+    from 10 requests per request in flight, each four times as long as the
+    one before, until one lasts 0.2 s (a server that stalls takes only the
+    first), then, with a ramp, a run of about ramp seconds, which also warms
+    the target up as fio's ramp does."""
+    n = 10 * JOB_OPTS[job]["iodepth"]
+    while True:
+        secs = qemu_bench(t, job, n, 120)
+        if secs >= 0.2 or n >= 1000000:
+            break
+        n *= 4
+    rate = n / secs
     if ramp > 0:
         m = max(n, int(rate * ramp))
         rate = m / qemu_bench(t, job, m, 120 + 20 * ramp)
@@ -683,7 +690,7 @@ def write_docs(path, info, settings, targets, tables, goals_md):
     L.append("## How to reproduce")
     L.append("")
     L.append("```sh")
-    L.append("make bench                 # 3 rounds x 10 s per job and target (~40 min)")
+    L.append("make bench                 # 3 rounds x 10 s per job and target (~1 hour)")
     L.append("make bench QUICK=1         # 1 round x 2 s, no ramp (under 5 min): a smoke run")
     L.append("# experiments (do not rewrite this file):")
     L.append("TARGETS=\"blockd nbdkit-null\" JOBS=\"randread-4k-qd32\" make bench")
@@ -735,7 +742,7 @@ def write_docs(path, info, settings, targets, tables, goals_md):
     L.append("and a run visits every 4 KiB block; writes carry 0xa5 bytes. QEMU's nbd")
     L.append("driver keeps at most 16 requests in flight on a connection, so QD16 is the")
     L.append("deepest queue a VM's disk brings to its server. qemu-img bench runs a count")
-    L.append("of requests (set from a short calibration run and a ramp run to last the")
+    L.append("of requests (set from short calibration runs and a ramp run to last the")
     L.append("runtime) and reports only its time: mean lat is the depth over IOPS, and")
     L.append("qemu-img CPU is its own user and system time over its run.")
     L.append("`sync` runs before every measurement so that one target's dirty page cache")

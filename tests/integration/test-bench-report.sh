@@ -162,7 +162,7 @@ printf 'qlocal\tfile\t%s\t-\t-\tlocal\n' "$T/local.raw" >"$T/q.tsv"
 "$PY" -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
-assert r["iops"] > 0 and r["total_ios"] >= 100, r
+assert r["iops"] > 0 and r["total_ios"] >= 10, r
 assert abs(r["mean_lat_us"] - 1e6 / r["iops"]) < 1e-6 * r["mean_lat_us"], r
 assert r["client_cpu_s_per_s"] > 0 and r["server_cpu_s"] is None, r
 ' "$R/qemu-write-4k-qd1.qlocal.r1.json" || fail "the qemu-img run record: $(cat "$R/qemu-write-4k-qd1.qlocal.r1.json")"
