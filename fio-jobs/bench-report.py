@@ -49,7 +49,7 @@ JOBS = [
     # local-uring: QEMU's file driver, O_DIRECT and io_uring).  QEMU's nbd
     # driver keeps at most 16 requests in flight on a connection, so 16 is the
     # deepest queue a VM's disk brings to its server.  qemu-img bench runs a
-    # count of requests, not a time: the count is set from a calibration run.
+    # count of requests, not a time: the count is set by calibration runs.
     ("qemu-read-4k-qd16", dict(client="qemu", rw="read", bs="4k", iodepth=16)),
     ("qemu-write-4k-qd16", dict(client="qemu", rw="write", bs="4k", iodepth=16)),
     # (not in make bench QUICK=1, which must stay under five minutes)
@@ -60,7 +60,8 @@ JOB_OPTS = dict(JOBS)
 
 # qemu-img bench goes from one request to the next by a step: 1 MiB + 4 KiB,
 # wrapping within the 1 GiB, so that no request follows the one before it (no
-# read-ahead) and, 257 being prime, the run visits every 4 KiB block of the GiB.
+# read-ahead) and, 257 blocks being odd and the GiB 2^18 blocks, a long enough
+# run visits every 4 KiB block of the GiB.
 QEMU_STEP = 1024 * 1024 + 4096
 QEMU_SIZE = 1024 * 1024 * 1024
 QEMU_PATTERN = "0xa5"   # written data, not zeros
@@ -739,7 +740,7 @@ def write_docs(path, info, settings, targets, tables, goals_md):
     L.append("attached with `-blockdev driver=nbd` (on local-uring, QEMU's file driver")
     L.append("with O_DIRECT and io_uring on the same GiB). Each request lies 1 MiB + 4 KiB")
     L.append("after the one before, wrapping within the GiB, so that none follows another")
-    L.append("and a run visits every 4 KiB block; writes carry 0xa5 bytes. QEMU's nbd")
+    L.append("and a long run visits every 4 KiB block; writes carry 0xa5 bytes. QEMU's nbd")
     L.append("driver keeps at most 16 requests in flight on a connection, so QD16 is the")
     L.append("deepest queue a VM's disk brings to its server. qemu-img bench runs a count")
     L.append("of requests (set from short calibration runs and a ramp run to last the")
