@@ -599,46 +599,46 @@ def fmt_range(xs, show=fmt, sep="–"):
     return "%s%s%s" % (show(min(xs)), sep, show(max(xs)))
 
 
+def table_columns(job):
+    """The columns of a job's table: (header, a row's cell).  The fio jobs
+    show fio's completion and total latency percentiles and fio's CPU, the
+    qemu-* jobs the mean latency and qemu-img's CPU."""
+    if is_qemu_job(job):
+        lat = [("mean lat µs", lambda r: fmt(r.get("mean_lat_us"), 1))]
+        client = ("qemu-img CPU s/s", lambda r: fmt(r.get("client_cpu_s_per_s"), 2))
+    else:
+        lat = [("p50 µs", lambda r: fmt(r["p50_us"], 1)),
+               ("p99 µs", lambda r: fmt(r["p99_us"], 1)),
+               ("lat p50 µs", lambda r: fmt(r.get("lat_p50_us"), 1))]
+        client = ("fio CPU s/s", lambda r: fmt(r["fio_cpu_s_per_s"], 2))
+    return ([("target", lambda r: r["target"]),
+             ("IOPS", lambda r: fmt(r["iops"])),
+             ("IOPS, lowest–highest round", lambda r: fmt_range(r.get("iops_all_rounds"))),
+             ("MiB/s", lambda r: fmt(r["mib_s"], 1))]
+            + lat
+            + [("server CPU s/s", lambda r: fmt(r["server_cpu_s_per_s"], 2)),
+               ("IOs per server CPU-s", lambda r: fmt(r["ios_per_server_cpu_s"])),
+               client,
+               ("machine CPUs busy", lambda r: fmt(r.get("machine_cpu_busy_s_per_s"), 2)),
+               ("IOPS vs qemu-nbd none", lambda r: fmt_ratio(r["iops_vs_qemu_nbd_none"])),
+               ("IOPS vs nbdkit null", lambda r: fmt_ratio(r["iops_vs_nbdkit_null"])),
+               ("IOs/CPU-s vs qemu-nbd none",
+                lambda r: fmt_ratio(r["ios_per_cpu_vs_qemu_nbd_none"]))])
+
+
 def markdown_tables(results):
     lines = []
-    head = ("| target | IOPS | IOPS, lowest–highest round | MiB/s | p50 µs | p99 µs "
-            "| lat p50 µs | server CPU s/s | IOs per server CPU-s | fio CPU s/s | machine CPUs busy "
-            "| IOPS vs qemu-nbd none | IOPS vs nbdkit null | IOs/CPU-s vs qemu-nbd none |")
-    sep = "|" + "---|" * 14
-    qhead = ("| target | IOPS | IOPS, lowest–highest round | MiB/s | mean lat µs "
-             "| server CPU s/s | IOs per server CPU-s | qemu-img CPU s/s | machine CPUs busy "
-             "| IOPS vs qemu-nbd none | IOPS vs nbdkit null | IOs/CPU-s vs qemu-nbd none |")
-    qsep = "|" + "---|" * 12
     for j in results:
-        lines.append("### %s" % j["job"])
-        lines.append("")
-        if is_qemu_job(j["job"]):
-            lines += [qhead, qsep]
-            for r in j["targets"]:
-                lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                    r["target"], fmt(r["iops"]), fmt_range(r.get("iops_all_rounds")),
-                    fmt(r["mib_s"], 1), fmt(r.get("mean_lat_us"), 1),
-                    fmt(r["server_cpu_s_per_s"], 2), fmt(r["ios_per_server_cpu_s"]),
-                    fmt(r.get("client_cpu_s_per_s"), 2),
-                    fmt(r.get("machine_cpu_busy_s_per_s"), 2),
-                    fmt_ratio(r["iops_vs_qemu_nbd_none"]), fmt_ratio(r["iops_vs_nbdkit_null"]),
-                    fmt_ratio(r["ios_per_cpu_vs_qemu_nbd_none"])))
-            lines.append("")
-            continue
-        lines.append(head)
-        lines.append(sep)
+        cols = table_columns(j["job"])
+        lines += ["### %s" % j["job"], "",
+                  "| %s |" % " | ".join(h for h, _ in cols),
+                  "|" + "---|" * len(cols)]
         for r in j["targets"]:
             if "skipped" in r:
-                lines.append("| %s | skipped: %s |%s" % (r["target"], r["skipped"], " |" * 12))
-                continue
-            lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                r["target"], fmt(r["iops"]), fmt_range(r.get("iops_all_rounds")),
-                fmt(r["mib_s"], 1), fmt(r["p50_us"], 1),
-                fmt(r["p99_us"], 1), fmt(r.get("lat_p50_us"), 1), fmt(r["server_cpu_s_per_s"], 2),
-                fmt(r["ios_per_server_cpu_s"]), fmt(r["fio_cpu_s_per_s"], 2),
-                fmt(r.get("machine_cpu_busy_s_per_s"), 2),
-                fmt_ratio(r["iops_vs_qemu_nbd_none"]), fmt_ratio(r["iops_vs_nbdkit_null"]),
-                fmt_ratio(r["ios_per_cpu_vs_qemu_nbd_none"])))
+                lines.append("| %s | skipped: %s |%s"
+                             % (r["target"], r["skipped"], " |" * (len(cols) - 2)))
+            else:
+                lines.append("| %s |" % " | ".join(cell(r) for _, cell in cols))
         lines.append("")
     return "\n".join(lines)
 
