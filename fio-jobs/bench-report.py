@@ -10,8 +10,9 @@
 
 The targets FILE is written by bench.sh, one target a line, tab-separated:
   name  kind(nbd|file)  uri-or-path  server-pid(or -)  multi-conn(yes|no|-)  description
-  [jobs(all|reads)]
-A target with "reads" runs only the jobs that read and never write.
+  [jobs(all|reads|writes)]
+A target with "reads" runs only the jobs that read and never write; one with
+"writes" only the jobs that write.
 
 A run measures the server's CPU from /proc/PID/stat (utime+stime of every thread
 of the process) read just before fio starts and just after it exits, divided by
@@ -69,8 +70,10 @@ QEMU_PATTERN = "0xa5"   # written data, not zeros
 # Reference rows for the ratio columns.
 REF_QEMU = "qemu-nbd-none"
 REF_NULL = "nbdkit-null"
-# servers without disk I/O: blockd-unwritten answers from its map (reads only)
-NO_DISK_SERVERS = (REF_NULL, "blockd-unwritten")
+# servers without disk I/O: blockd-unwritten answers from its map (reads only);
+# blockd-mem keeps its pool in memory (tmpfs), so a write costs it a copy
+# where the others wait for the disk (writes only)
+NO_DISK_SERVERS = (REF_NULL, "blockd-unwritten", "blockd-mem")
 
 # The goals blockd is held to, each evaluated on the medians and round by round
 # (in a round every target runs a job back to back, so a round pairs figures
@@ -126,6 +129,10 @@ def is_qemu_job(job):
     return JOB_OPTS[job].get("client") == "qemu"
 
 
+def job_writes(job):
+    return JOB_OPTS[job]["rw"] not in ("read", "randread")
+
+
 def die(msg):
     print("bench-report.py: " + msg, file=sys.stderr)
     sys.exit(1)
@@ -141,14 +148,14 @@ def read_targets(path):
             fields = line.split("\t")
             if len(fields) == 6:
                 fields.append("all")
-            if len(fields) != 7 or fields[6] not in ("all", "reads"):
+            if len(fields) != 7 or fields[6] not in ("all", "reads", "writes"):
                 die("%s: a target line has 6 or 7 tab-separated fields, the 7th "
-                    "\"all\" or \"reads\": %r" % (path, line))
+                    "\"all\", \"reads\" or \"writes\": %r" % (path, line))
             name, kind, where, pid, mc, desc, jobs = fields
             targets.append(dict(name=name, kind=kind, where=where,
                                 pid=None if pid == "-" else int(pid),
                                 multi_conn=mc, description=desc,
-                                reads_only=jobs == "reads"))
+                                only=None if jobs == "all" else jobs))
     return targets
 
 
@@ -303,8 +310,9 @@ def cmd_run(args):
     if args.target not in targets:
         die("target %s not set up" % args.target)
     t = targets[args.target]
-    if t["reads_only"] and JOB_OPTS[args.job]["rw"] not in ("read", "randread"):
-        print("  %-24s %-14s not run (reads only)" % (args.job, t["name"]), file=sys.stderr)
+    if t["only"] and job_writes(args.job) != (t["only"] == "writes"):
+        print("  %-24s %-14s not run (%s only)" % (args.job, t["name"], t["only"]),
+              file=sys.stderr)
         return
     rec = dict(target=t["name"], job=args.job, round=args.round)
     stem = os.path.join(args.out_dir, "%s.%s.r%d" % (args.job, t["name"], args.round))
@@ -519,13 +527,13 @@ def has_bound(goal):
 def goal_bound(goal, get):
     """For a goal whose reference is local io_uring alone, the best figure
     that the servers without disk I/O (nbdkit null; blockd-unwritten on
-    reads), which only fio's nbd engine and the network limit, show against
-    it: the higher of their ratios to local io_uring, or for QD1 latency the
+    reads; blockd-mem on writes), which only fio's nbd engine, the network
+    and their own work limit, show against it: the higher of their ratios to local io_uring, or for QD1 latency the
     lower of their whole latencies, the round trip that a server doing the
     disk's work pays on top of the disk's own latency (local io_uring's
     figure).  That sum counts fio's own work per request twice and the
     server's wake-up for the disk's completion not at all: an estimate within
-    a few microseconds.  None for other goals, or if neither server ran."""
+    a few microseconds.  None for other goals, or if none of them ran."""
     if not has_bound(goal):
         return None
     fs = [f for f in (goal_figure(goal, get, t) for t in NO_DISK_SERVERS) if f]
@@ -708,9 +716,11 @@ def write_docs(path, info, settings, targets, tables, goals_md):
     L.append("Each target holds 1 GiB written sequentially (fio, 1 MiB blocks) before any")
     L.append("measurement, and every job works over that 1 GiB.")
     for t in targets:
-        if t["reads_only"]:
+        if t["only"] == "reads":
             L.append("%s is the exception: it is never written and runs only the read jobs."
                      % t["name"])
+        elif t["only"] == "writes":
+            L.append("%s runs only the jobs that write." % t["name"])
     L.append("All servers listen on 127.0.0.1; nothing is pinned to a CPU.")
     L.append("")
     L.append("| target | what | multi-conn |")
@@ -733,8 +743,10 @@ def write_docs(path, info, settings, targets, tables, goals_md):
     L.append("Ratios compare IOPS (and IOs per CPU-second) with qemu-nbd --cache=none and")
     L.append("with nbdkit null, the server that does no I/O, which the goals take as the")
     L.append("ceiling of fio's nbd engine on this machine (blockd-unwritten, without disk")
-    L.append("I/O either, goes past it on reads). The 4conn jobs run 4 fio jobs, each on")
-    L.append("its own NBD connection, only against servers that advertise multi-conn.")
+    L.append("I/O either, goes past it on reads; blockd-mem, blockd with its pool file in")
+    L.append("memory, is blockd's own path on writes without the disk's time: its rows")
+    L.append("beside blockd's show what the disk adds). The 4conn jobs run 4 fio jobs,")
+    L.append("each on its own NBD connection, only against servers that advertise multi-conn.")
     L.append("The qemu-* jobs use QEMU's own NBD client instead of fio: `qemu-img bench`,")
     L.append("through QEMU's block layer and its nbd driver, the path of a VM's disk")
     L.append("attached with `-blockdev driver=nbd` (on local-uring, QEMU's file driver")
@@ -764,11 +776,12 @@ def write_docs(path, info, settings, targets, tables, goals_md):
         L.append("rounds in which the goal held. Where a reference is the lower of two")
         L.append("targets, the lower one is taken in each round. \"Bound for any NBD server")
         L.append("here\" is given for the goals against local io_uring alone, from the")
-        L.append("servers that do no disk I/O (nbdkit null, and blockd-unwritten on reads):")
+        L.append("servers that do no disk I/O (nbdkit null; blockd-unwritten on reads, and")
+        L.append("blockd-mem, with its pool in memory, on writes):")
         L.append("the higher of their IOPS over local io_uring's, and for QD1 latency the")
         L.append("lower of their whole latencies, the round trip that a server doing the")
         L.append("disk's work pays on top of local io_uring's latency (an estimate within a")
-        L.append("few µs). Where the bound misses the goal, neither server without disk I/O")
+        L.append("few µs). Where the bound misses the goal, no server without disk I/O")
         L.append("met it in this run, and a server that does the disk's work as well is")
         L.append("unlikely to; \"n/a\" is a goal whose bound was not measured.")
         L.append("")

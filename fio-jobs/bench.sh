@@ -2,8 +2,9 @@
 # fio-jobs/bench.sh — blockd side by side with qemu-nbd, nbdkit and the local disk.
 #
 # Run by `make bench`.  Starts every target on 127.0.0.1, writes 1 GiB into each
-# (blockd-unwritten's volume stays unwritten: it runs the read jobs only; the
-# targets that write with O_DIRECT share blockd's blocks, see "same blocks"),
+# (blockd-unwritten's volume stays unwritten: it runs the read jobs only;
+# blockd-mem keeps its pool in memory, on tmpfs: it runs the write jobs only;
+# the targets that write with O_DIRECT share blockd's blocks, see "same blocks"),
 # then runs every job (fio's, and the qemu-* jobs with QEMU's own NBD client,
 # qemu-img bench) against every target in turn (one job on all targets
 # before the next job), ROUNDS times, and reports medians: a Markdown table per
@@ -12,22 +13,25 @@
 #
 # Environment:
 #   QUICK=1               2 s per run without a ramp, 1 round, without the
-#                         QD1 qemu-img jobs (a smoke run of a few minutes)
+#                         QD1 qemu-img jobs and blockd-mem (a smoke run of a
+#                         few minutes)
 #   BENCH_RUNTIME=S       seconds measured per run (default 10; QUICK: 2)
 #   BENCH_ROUNDS=N (or R) rounds (default 3; QUICK: 1)
-#   TARGETS="a b"         subset of: blockd blockd-unwritten qemu-nbd-none qemu-nbd-wb
-#                         nbdkit-file nbdkit-null local-uring
+#   TARGETS="a b"         subset of: blockd blockd-unwritten blockd-mem qemu-nbd-none
+#                         qemu-nbd-wb nbdkit-file nbdkit-null local-uring
 #   JOBS="a b"            subset of the jobs (bench-report.py jobs lists them)
 #   BUILD=DIR             build directory (default build)
 #   BUILD_B=DIR           also run target "blockd-b": the blockd of another build
 #                         (an A/B comparison in the same interleaved run)
-#   BLOCKD_ARGS, BLOCKD_B_ARGS   extra blockd options for blockd and
-#                         blockd-unwritten / blockd-b
+#   BLOCKD_ARGS, BLOCKD_B_ARGS   extra blockd options for blockd,
+#                         blockd-unwritten and blockd-mem / blockd-b
+#   BENCH_MEM_DIR=DIR     where blockd-mem's data directory goes (default
+#                         /dev/shm; it needs 2 GiB free)
 # A run filtered by TARGETS or JOBS does not rewrite docs/BENCHMARKS.md.
 
 set -e
 
-ALL_TARGETS="blockd blockd-unwritten qemu-nbd-none qemu-nbd-wb nbdkit-file nbdkit-null local-uring"
+ALL_TARGETS="blockd blockd-unwritten blockd-mem qemu-nbd-none qemu-nbd-wb nbdkit-file nbdkit-null local-uring"
 [ -z "$BUILD_B" ] || ALL_TARGETS="$ALL_TARGETS blockd-b"
 PY=/usr/bin/python3
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -56,8 +60,20 @@ else
 	RAMP=1
 fi
 if [ -n "$TARGETS$JOBS" ]; then FILTERED=yes; else FILTERED=no; fi
+TARGETS_GIVEN=${TARGETS:+yes}
+# without NAME WORDS...: the WORDS but NAME, one space between them
+without() {
+	n=$1 out=
+	shift
+	for w; do [ "$w" = "$n" ] || out="${out:+$out }$w"; done
+	echo "$out"
+}
+DEFAULT_TARGETS=$ALL_TARGETS
+# blockd-mem would take QUICK past five minutes
+# shellcheck disable=SC2086  # a word list
+[ "${QUICK:-0}" != 1 ] || DEFAULT_TARGETS=$(without blockd-mem $ALL_TARGETS)
 # shellcheck disable=SC2086,SC2116  # one space between names, whatever the caller used
-TARGETS=$(echo ${TARGETS:-$ALL_TARGETS})
+TARGETS=$(echo ${TARGETS:-$DEFAULT_TARGETS})
 
 msg() { echo "bench: $*" >&2; }
 die() { echo "bench: $*" >&2; exit 1; }
@@ -79,7 +95,7 @@ case " $JOBLIST " in *" qemu-"*) need qemu-img "install qemu-utils" ;; esac
 need nbdinfo "install libnbd-bin"
 case " $TARGETS " in *" qemu-nbd"*) need qemu-nbd "install qemu-utils" ;; esac
 case " $TARGETS " in *" nbdkit"*) need nbdkit "install nbdkit" ;; esac
-case " $TARGETS " in *" blockd "* | *" blockd-unwritten "*)
+case " $TARGETS " in *" blockd "* | *" blockd-unwritten "* | *" blockd-mem "*)
 	if [ ! -x "$BUILD/blockd" ] || [ ! -x "$BUILD/blockctl" ]; then
 		die "$BUILD/blockd or blockctl not built (run make)"
 	fi ;;
@@ -87,6 +103,31 @@ esac
 case " $TARGETS " in *" blockd-b "*)
 	if [ ! -x "$BUILD_B/blockd" ] || [ ! -x "$BUILD_B/blockctl" ]; then
 		die "$BUILD_B/blockd or blockctl not built (run make BUILD=$BUILD_B binaries)"
+	fi ;;
+esac
+
+# blockd-mem's data directory: on tmpfs, 1 GiB written and some room.
+# Asked for by name, a missing one is an error; in the default set it is
+# left out with a word.
+MEMDIR=
+case " $TARGETS " in *" blockd-mem "*)
+	memroot=${BENCH_MEM_DIR:-/dev/shm}
+	why=
+	if [ ! -d "$memroot" ] || [ ! -w "$memroot" ]; then
+		why="$memroot is not a writable directory"
+	elif fs=$(stat -f -c %T "$memroot") && [ "$fs" != tmpfs ] && [ "$fs" != ramfs ]; then
+		why="$memroot is on $fs, not in memory (tmpfs)"
+	elif [ "$(df -Pk "$memroot" | awk 'NR == 2 { print $4 }')" -lt 2097152 ]; then
+		why="$memroot has less than 2 GiB free"
+	fi
+	if [ -z "$why" ]; then
+		MEMDIR=$(mktemp -d "$memroot/blockd-bench.XXXXXX")
+	elif [ -n "$TARGETS_GIVEN" ]; then
+		die "blockd-mem: $why (set BENCH_MEM_DIR to a tmpfs directory)"
+	else
+		msg "blockd-mem left out: $why (set BENCH_MEM_DIR to a tmpfs directory)"
+		# shellcheck disable=SC2086  # a word list
+		TARGETS=$(without blockd-mem $TARGETS)
 	fi ;;
 esac
 
@@ -98,6 +139,7 @@ cleanup() {
 	for p in $PIDS; do kill "$p" 2>/dev/null || true; done
 	for p in $PIDS; do wait "$p" 2>/dev/null || true; done
 	rm -rf "$DATA" "$BENCH"/*.pid
+	[ -z "$MEMDIR" ] || rm -rf "$MEMDIR"
 	exit $rc
 }
 trap cleanup EXIT
@@ -141,9 +183,10 @@ add_target() {
 	msg "$1 ready: $3 (pid $4, multi-conn $mc)"
 }
 
-# start_blockd NAME BUILD NBD-PORT API-PORT EXTRA-ARGS [unwritten]: a blockd
-# with a 1 GiB volume, filled; "unwritten" leaves the volume as created, so
-# that reads are answered from its map with zeros, without disk I/O.
+# start_blockd NAME BUILD NBD-PORT API-PORT EXTRA-ARGS [unwritten|memory]: a
+# blockd with a 1 GiB volume, filled; "unwritten" leaves the volume as
+# created, so that reads are answered from its map with zeros, without disk
+# I/O; "memory" says that its data directory is on tmpfs.
 start_blockd() {
 	mkdir -p "$DATA/$1"
 	# shellcheck disable=SC2086  # EXTRA-ARGS is a word list
@@ -171,6 +214,10 @@ start_blockd() {
 	else
 		fill_nbd "$uri"
 	fi
+	if [ "$6" = memory ]; then
+		desc="$desc, its pool file on tmpfs: blockd's own path with memory for a disk, where a write costs a copy instead of the disk's time (write jobs only)"
+		jobs=writes
+	fi
 	[ -z "$5" ] || desc="$desc; $5"
 	if [ "$1" = blockd-b ]; then
 		desc="$desc; build $2"
@@ -179,10 +226,10 @@ start_blockd() {
 	add_target "$1" nbd "$uri" "$pid" "$desc" "$jobs"
 }
 
-# shellcheck disable=SC2046  # ten port numbers
-set -- $($PY "$HELPER" ports 10)
+# shellcheck disable=SC2046  # twelve port numbers
+set -- $($PY "$HELPER" ports 12)
 P_BLOCKD=$1 P_API=$2 P_QNONE=$3 P_QWB=$4 P_NKFILE=$5 P_NKNULL=$6 P_BLOCKD_B=$7 P_API_B=$8
-P_UNW=$9 P_API_UNW=${10}
+P_UNW=$9 P_API_UNW=${10} P_MEM=${11} P_API_MEM=${12}
 
 # Same blocks.  The disk under this machine writes at different speeds in
 # different places: 4k random writes at QD32 (fio, io_uring, O_DIRECT) on
@@ -205,7 +252,8 @@ P_UNW=$9 P_API_UNW=${10}
 POOL=''
 POOL_DESC=''
 SETUP=$TARGETS
-case " $TARGETS " in *" blockd "*) SETUP="blockd $(echo " $TARGETS " | sed 's/ blockd / /')" ;; esac
+# shellcheck disable=SC2086  # a word list
+case " $TARGETS " in *" blockd "*) SETUP="blockd $(without blockd $TARGETS)" ;; esac
 
 msg "setup: $ROUNDS round(s), ${RUNTIME} s per run (+${RAMP} s ramp), data in $DATA"
 # shellcheck disable=SC2086  # SETUP is a word list
@@ -235,6 +283,10 @@ for t in $SETUP; do
 			unw_args="$unw_args --hole-replies 0"
 		fi
 		start_blockd blockd-unwritten "$BUILD" "$P_UNW" "$P_API_UNW" "$unw_args" unwritten
+		;;
+	blockd-mem)
+		ln -s "$MEMDIR" "$DATA/blockd-mem"
+		start_blockd blockd-mem "$BUILD" "$P_MEM" "$P_API_MEM" "$BLOCKD_ARGS" memory
 		;;
 	qemu-nbd-none|qemu-nbd-wb)
 		if [ "$t" = qemu-nbd-none ]; then
