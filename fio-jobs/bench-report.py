@@ -528,10 +528,10 @@ def goal_bound(goal, get):
     """For a goal whose reference is local io_uring alone, the best figure
     that the servers without disk I/O (nbdkit null; blockd-unwritten on
     reads; blockd-mem on writes), which only fio's nbd engine, the network
-    and their own work limit, show against it: the higher of their ratios to local io_uring, or for QD1 latency the
-    lower of their whole latencies, the round trip that a server doing the
-    disk's work pays on top of the disk's own latency (local io_uring's
-    figure).  That sum counts fio's own work per request twice and the
+    and their own work limit, show against it: the higher of their ratios
+    to local io_uring, or for QD1 latency the lower of their whole
+    latencies, the round trip that a server doing the disk's work pays on
+    top of the disk's own latency (local io_uring's figure).  That sum counts fio's own work per request twice and the
     server's wake-up for the disk's completion not at all: an estimate within
     a few microseconds.  None for other goals, or if none of them ran."""
     if not has_bound(goal):
