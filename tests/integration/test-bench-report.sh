@@ -113,23 +113,40 @@ q = [x for x in g if x["goal"].startswith("128k write")][0]
 assert abs(q["bound"] - 0.8) < 1e-9 and q["bound_allows"] is False, q
 ' "$T/results.json" || fail "results.json lacks the goals"
 
+# run1 TARGET JOB: one short run of JOB on TARGET, its messages in $T/err
+run1() {
+    "$PY" fio-jobs/bench-report.py run --targets "$T/targets.tsv" --target "$1" \
+        --job "$2" --round 1 --runtime 1 --ramp 0 --out-dir "$R" 2>"$T/err"
+}
+# skipped TARGET ONLY JOB...: TARGET runs only the ONLY (reads, writes) jobs,
+# so each JOB is left out: it says so, and leaves no record (so no row)
+skipped() {
+    t=$1 only=$2
+    shift 2
+    for job; do
+        run1 "$t" "$job" || fail "run of $job on a $only-only target failed: $(cat "$T/err")"
+        grep -q "not run ($only only)" "$T/err" || fail "$job on a $only-only target: $(cat "$T/err")"
+        [ ! -e "$R/$job.$t.r1.json" ] || fail "$job ran on a $only-only target"
+    done
+}
+# tried TARGET ONLY JOB...: each JOB is one of TARGET's, so its client runs
+# (here against a port where nothing listens, so the run fails)
+tried() {
+    t=$1 only=$2
+    shift 2
+    for job; do
+        if run1 "$t" "$job"; then
+            fail "$job on a $only-only target did not try fio"
+        fi
+        grep -q "fio failed on $t $job" "$T/err" \
+            || fail "$job on a $only-only target was not run: $(cat "$T/err")"
+    done
+}
 # A target that runs only the read jobs (blockd-unwritten) is not run on a
-# write job: no record, and so no row.  On a read job it runs fio (here
-# against a port where nothing listens, so the run fails).
+# write job; on a read job it runs fio.
 printf 'unwritten\tnbd\tnbd://127.0.0.1:1/x\t-\tyes\tblockd\treads\n' >>"$T/targets.tsv"
-for job in randwrite-4k-qd32 randrw-4k-70-30-qd16 seqwrite-1m-qd4; do
-    "$PY" fio-jobs/bench-report.py run --targets "$T/targets.tsv" --target unwritten \
-        --job $job --round 1 --runtime 1 --ramp 0 --out-dir "$R" 2>"$T/err" \
-        || fail "run of $job on a reads-only target failed: $(cat "$T/err")"
-    grep -q "not run (reads only)" "$T/err" || fail "$job on a reads-only target: $(cat "$T/err")"
-    [ ! -e "$R/$job.unwritten.r1.json" ] || fail "$job ran on a reads-only target"
-done
-if "$PY" fio-jobs/bench-report.py run --targets "$T/targets.tsv" --target unwritten \
-        --job randread-4k-qd1 --round 1 --runtime 1 --ramp 0 --out-dir "$R" 2>"$T/err"; then
-    fail "a read job on a reads-only target did not try fio"
-fi
-grep -q "fio failed on unwritten randread-4k-qd1" "$T/err" \
-    || fail "a read job on a reads-only target was not run: $(cat "$T/err")"
+skipped unwritten reads randwrite-4k-qd32 randrw-4k-70-30-qd16 seqwrite-1m-qd4
+tried unwritten reads randread-4k-qd1
 # its read record gets a row in the read job's table, beside blockd's
 rec randread-4k-qd32 unwritten 1 120000 10 120000
 "$PY" fio-jobs/bench-report.py report --targets "$T/targets.tsv" --runs "$R" \
@@ -143,21 +160,8 @@ sed -n '/^### goals/,$p' "$T/out2" | diff "$T/goals" - \
     || fail "a reads-only target changed the goals"
 # and one that runs only the jobs that write (blockd-mem) the other way round
 printf 'mem\tnbd\tnbd://127.0.0.1:1/x\t-\tyes\tblockd\twrites\n' >>"$T/targets.tsv"
-for job in randread-4k-qd32 seqread-128k-qd8 qemu-read-4k-qd16; do
-    "$PY" fio-jobs/bench-report.py run --targets "$T/targets.tsv" --target mem \
-        --job $job --round 1 --runtime 1 --ramp 0 --out-dir "$R" 2>"$T/err" \
-        || fail "run of $job on a writes-only target failed: $(cat "$T/err")"
-    grep -q "not run (writes only)" "$T/err" || fail "$job on a writes-only target: $(cat "$T/err")"
-    [ ! -e "$R/$job.mem.r1.json" ] || fail "$job ran on a writes-only target"
-done
-for job in randrw-4k-70-30-qd16 seqwrite-1m-qd4; do
-    if "$PY" fio-jobs/bench-report.py run --targets "$T/targets.tsv" --target mem \
-            --job $job --round 1 --runtime 1 --ramp 0 --out-dir "$R" 2>"$T/err"; then
-        fail "$job on a writes-only target did not try fio"
-    fi
-    grep -q "fio failed on mem $job" "$T/err" \
-        || fail "$job on a writes-only target was not run: $(cat "$T/err")"
-done
+skipped mem writes randread-4k-qd32 seqread-128k-qd8 qemu-read-4k-qd16
+tried mem writes randrw-4k-70-30-qd16 seqwrite-1m-qd4
 # The qemu-* jobs (QEMU's own client, qemu-img bench) have tables of their
 # own: mean latency and qemu-img's CPU instead of fio's percentiles; no goal
 # reads them.  qrec JOB TARGET ROUND IOPS MEAN-LAT
@@ -200,14 +204,13 @@ with open(sys.argv[1], "rb") as f:
         assert f.read(4096) == b"\xa5" * 4096, k
 ' "$T/local.raw" || fail "qemu-img bench did not write its pattern where the step puts it"
 # a qemu-img job against a server that is not there fails, and says so
-if "$PY" fio-jobs/bench-report.py run --targets "$T/targets.tsv" --target unwritten \
-        --job qemu-read-4k-qd1 --round 1 --runtime 1 --ramp 0 --out-dir "$R" 2>"$T/err"; then
+if run1 unwritten qemu-read-4k-qd1; then
     fail "a qemu-img job against no server succeeded"
 fi
 grep -q "qemu-img bench failed on unwritten qemu-read-4k-qd1" "$T/err" \
     || fail "a failed qemu-img run: $(cat "$T/err")"
 
-# a target line with a 7th field other than all/reads is refused
+# a target line with a 7th field other than all/reads/writes is refused
 printf 'bad\tnbd\tnbd://127.0.0.1:1/x\t-\tyes\tx\tsome\n' >"$T/bad.tsv"
 if "$PY" fio-jobs/bench-report.py report --targets "$T/bad.tsv" --runs "$R" \
         --json "$T/r3.json" >/dev/null 2>"$T/err"; then
