@@ -170,6 +170,61 @@ volume_json (const struct vol_info *vi)
   return o;
 }
 
+/* A volume's I/O statistics (vol_stats_add): per kind of request, the
+ * requests answered, bytes, errors and the microseconds they took. */
+static json_object *
+stats_json (const struct vol_info *vi, const struct vol_stats *st)
+{
+  json_object *o = json_object_new_object ();
+  json_object_object_add (o, "id", json_object_new_string (vi->id));
+  json_object_object_add (o, "name", json_object_new_string (vi->name));
+  json_object_object_add (o, "since", json_time (st->since));
+  for (unsigned k = 0; k < VOL_STAT_KINDS; k++) {
+    const struct vol_stat_count *n = &st->kind[k];
+    json_object *c = json_object_new_object ();
+    json_object_object_add (c, "ops", json_object_new_int64 ((int64_t) n->ops));
+    json_object_object_add (c, "bytes", json_object_new_int64 ((int64_t) n->bytes));
+    json_object_object_add (c, "errors", json_object_new_int64 ((int64_t) n->errors));
+    json_object_object_add (c, "time_us", json_object_new_int64 ((int64_t) (n->time_ns / 1000)));
+    json_object_object_add (o, vol_stat_kind_name (k), c);
+  }
+  return o;
+}
+
+static enum MHD_Result
+volume_stats (struct MHD_Connection *conn, const char *vol)
+{
+  char err[400];
+  struct vol_info vi;
+  struct vol_stats st;
+  int r = vol_stats_get (blk_store, vol, &vi, &st, err, sizeof err);
+  if (r < 0)
+    return send_error (conn, status_of_errno (-r), "%s", err);
+  return send_json (conn, 200, stats_json (&vi, &st));
+}
+
+/* GET /v1/stats: every volume's, by name (one call for a monitoring agent). */
+static enum MHD_Result
+all_stats (struct MHD_Connection *conn)
+{
+  struct vol_info *vi;
+  size_t n;
+  if (vol_list (blk_store, &vi, &n) < 0)
+    return send_error (conn, 500, "out of memory listing volumes");
+  json_object *arr = json_object_new_array ();
+  for (size_t k = 0; k < n; k++) {
+    struct vol_info cur;
+    struct vol_stats st;
+    char err[400];
+    if (vol_stats_get (blk_store, vi[k].id, &cur, &st, err, sizeof err) == 0)
+      json_object_array_add (arr, stats_json (&cur, &st));   /* else deleted since */
+  }
+  free (vi);
+  json_object *o = json_object_new_object ();
+  json_object_object_add (o, "volumes", arr);
+  return send_json (conn, 200, o);
+}
+
 static json_object *
 snapshot_json (const struct vol_snap_info *si)
 {
@@ -746,6 +801,11 @@ route (struct MHD_Connection *conn, const char *url, const char *method, struct 
     json_object_object_add (o, "data_dir", json_object_new_string (pi.dir));
     return send_json (conn, 200, o);
   }
+  if (strcmp (url, "/v1/stats") == 0) {
+    if (strcmp (method, "GET") == 0)
+      return all_stats (conn);
+    return not_allowed (conn, method, url, "GET");
+  }
   if (strcmp (url, "/v1/volumes") == 0 || strcmp (url, "/v1/volumes/") == 0) {
     if (strcmp (method, "GET") == 0)
       return list_volumes (conn);
@@ -775,6 +835,11 @@ route (struct MHD_Connection *conn, const char *url, const char *method, struct 
       if (strcmp (method, "POST") == 0)
         return attach_detach (conn, vol, rc, slash[1] == 'a');
       return not_allowed (conn, method, url, "POST");
+    }
+    if (strcmp (slash, "/stats") == 0) {
+      if (strcmp (method, "GET") == 0)
+        return volume_stats (conn, vol);
+      return not_allowed (conn, method, url, "GET");
     }
     if (strcmp (slash, "/rollback") == 0) {
       if (strcmp (method, "POST") == 0)

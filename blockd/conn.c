@@ -76,6 +76,7 @@ struct blk_req {
   uint32_t extralen;
   uint32_t payload_got;
   size_t charged;               /* bytes counted in conn->inflight_bytes */
+  uint64_t t0;                  /* the loop's turn_ns when it arrived (or was claimed) */
   /* A large write is written in pieces as its payload arrives, a large
    * read sent in pieces as they are read (piece_len != 0): piece 0 is io,
    * the others pieces[]. */
@@ -581,6 +582,28 @@ encode_read_chunk (uint8_t hdr[NBD_HOLE_CHUNK_LEN], const struct blk_req *q, con
   return (uint32_t) nbd_encode_read_chunk (hdr, q->r.cookie, io->offset, (uint32_t) io->length, done);
 }
 
+/* Count q, a client's request answered now, in its volume's statistics:
+ * the time is from the turn it came in to this one.  BLOCK_STATUS and
+ * CACHE do no I/O and are not counted. */
+static void
+count_answer (struct blk_conn *c, const struct blk_req *q, bool failed)
+{
+  enum vol_stat_kind k;
+  switch (q->r.type) {
+  case NBD_CMD_READ: k = VOL_STAT_READ; break;
+  case NBD_CMD_WRITE: k = VOL_STAT_WRITE; break;
+  case NBD_CMD_FLUSH: k = VOL_STAT_FLUSH; break;
+  case NBD_CMD_TRIM: k = VOL_STAT_TRIM; break;
+  case NBD_CMD_WRITE_ZEROES: k = VOL_STAT_ZERO; break;
+  default: return;
+  }
+  if (c->vol == NULL)
+    return;
+  uint64_t now = c->loop->turn_ns;
+  vol_stats_add (c->vol, (unsigned) c->loop->index, k, q->r.length,
+                 now > q->t0 ? now - q->t0 : 0, failed);
+}
+
 /* Encode the reply to q: res is 0 or -errno from the volume, nbd_err an
  * NBD error from validation (0 if none), msg its text. */
 static void
@@ -590,6 +613,7 @@ reply (struct blk_conn *c, struct blk_req *q, int res, uint32_t nbd_err, const c
     nbd_err = nbd_errno_to_wire (-res);
     msg = error_text (-res);
   }
+  count_answer (c, q, nbd_err != 0);
   q->dataoff = q->datalen = 0;
   if (nbd_err) {
     if (c->sess.structured) {
@@ -795,6 +819,7 @@ read_piece_out (struct blk_conn *c, struct blk_req *q, const struct vol_io *io)
     }
     q->hdrlen = encode_read_chunk (q->hdr, q, io, true, &q->datalen);
     q->dataoff = off;
+    count_answer (c, q, false);
     enqueue (c, &q->out);
     return true;
   }
@@ -931,6 +956,7 @@ req_get (struct blk_conn *c, const struct nbd_request *r)
     }
   }
   q->charged = need;
+  q->t0 = c->loop->turn_ns;
   if (c->inflight++ == c->ra_parked)
     c->loop->busy_conns++;
   c->loop->inflight++;
@@ -1168,6 +1194,7 @@ ra_claim (struct blk_conn *c, const struct nbd_request *r)
     ra_pop (st);
     c->ra_reqs--;
     q->r = *r;
+    q->t0 = c->loop->turn_ns;
     q->ra = RA_CLAIMED;
     if (q->ra_ready) {          /* answered now, else when its read is done */
       ra_park (c, q, false);

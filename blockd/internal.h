@@ -92,6 +92,7 @@ struct blk_loop {
   struct vol_io *inbox_ios;
 
   uint64_t last_io_ns;            /* when a data-path completion was last seen */
+  uint64_t turn_ns;               /* when this turn's completions were taken */
   bool taskrun_flag;              /* IORING_SETUP_TASKRUN_FLAG: poll_events works */
   bool min_timeout;               /* IORING_FEAT_MIN_TIMEOUT: batch_wait works */
   bool poll_pays;                 /* the last poll, or sleep, ended within poll_us */

@@ -586,6 +586,7 @@ loop_main (void *arg)
       arm_accept (l, &blk_listeners[i]);
   arm_wake (l);
   arm_timer (l);
+  l->turn_ns = now_ns ();
   bool stop_begun = false;
 
   for (;;) {
@@ -607,6 +608,7 @@ loop_main (void *arg)
       log_error ("loop %d: waiting for completions: %s", l->index, strerror (-r));
       break;
     }
+    l->turn_ns = now_ns ();
     struct io_uring_cqe *cqe;
     unsigned head, n = 0;
     bool io_seen = false;

@@ -117,6 +117,9 @@ void ctl_print_deleted (const struct ctl_globals *g, const char *kind,
 int ctl_cmd_volume (const struct ctl_globals *g, int argc, char **argv);
 int ctl_cmd_pool (const struct ctl_globals *g, int argc, char **argv);
 
+/* ---- stats-cmd.c: "volume stats" (argv[0] is "stats"'s first argument) */
+int ctl_cmd_volume_stats (const struct ctl_globals *g, int argc, char **argv);
+
 /* ---- snapshot-cmd.c */
 /* Check that REF is "VOLUME@SNAPSHOT" with two valid names.  Returns 0 or
  * CTL_EXIT_USAGE (said). */

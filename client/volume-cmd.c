@@ -14,7 +14,7 @@
 #define USAGE_CREATE "blockctl volume create NAME --size SIZE [--type TYPE] [--multi-attach]"
 #define USAGE_RESIZE "blockctl volume resize NAME --size SIZE"
 #define USAGE_ROLLBACK "blockctl volume rollback NAME --to SNAPSHOT"
-#define VOLUME_SUBCOMMANDS "create, list, show, resize, rollback, delete, " \
+#define VOLUME_SUBCOMMANDS "create, list, show, stats, resize, rollback, delete, " \
                            "import or export"
 
 /* Names: 1-63 of [A-Za-z0-9._-], not starting with '.' or '-'.  Volume
@@ -322,7 +322,7 @@ ctl_cmd_volume (const struct ctl_globals *g, int argc, char **argv)
     int (*fn) (const struct ctl_globals *, int, char **);
   } subs[] = {
     { "create", cmd_create }, { "list", cmd_list },
-    { "show", cmd_show }, { "resize", cmd_resize },
+    { "show", cmd_show }, { "stats", ctl_cmd_volume_stats }, { "resize", cmd_resize },
     { "rollback", cmd_rollback }, { "delete", cmd_delete },
     { "import", ctl_cmd_volume_import }, { "export", ctl_cmd_volume_export },
     { NULL, NULL }

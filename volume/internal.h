@@ -158,7 +158,15 @@ struct volume {
   atomic_bool quiescing;
   pthread_cond_t quiesce_cond;
   struct vol_io *quiesce_waiting;
+
+  int64_t stats_since;              /* vol_stats_add: counted since (unix s) */
+  struct stat_slot *stats;          /* VOL_STAT_SLOTS of them, 64-byte aligned */
 };
+
+/* stats.c */
+struct stat_slot;
+int stats_init (struct volume *v);
+void stats_free (struct volume *v);
 
 /* store.c */
 ment_t map_get (struct volume *v, uint64_t chunk);

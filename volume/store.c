@@ -507,6 +507,10 @@ volume_new (struct vol_store *st)
   struct volume *v = calloc (1, sizeof *v);
   if (v == NULL)
     return NULL;
+  if (stats_init (v) < 0) {
+    free (v);
+    return NULL;
+  }
   v->st = st;
   atomic_init (&v->refs, 1);
   pthread_mutex_init (&v->lock, NULL);
@@ -524,6 +528,7 @@ volume_put (struct volume *v)
   map_free (v);
   pthread_mutex_destroy (&v->lock);
   pthread_cond_destroy (&v->quiesce_cond);
+  stats_free (v);
   free (v);
 }
 

@@ -208,6 +208,35 @@ bool vol_write_copies (struct volume *v, uint64_t offset, uint64_t length);
 uint64_t vol_write_mark (struct volume *v, uint64_t offset, uint32_t length);
 bool vol_written_since (struct volume *v, uint64_t offset, uint32_t length, uint64_t mark);
 
+/* ---- I/O statistics --------------------------------------------------------- */
+/* What clients asked of a volume, as /proc/diskstats counts it for a disk:
+ * requests answered, by kind, with their bytes, how many failed, and the
+ * time from each one's arrival to its answer (summed, so that its change
+ * over an interval divided by the interval is the average number in
+ * flight).  blockd counts them as it answers; they start at zero when the
+ * volume is loaded (the daemon's start) or created. */
+enum vol_stat_kind {
+  VOL_STAT_READ, VOL_STAT_WRITE, VOL_STAT_FLUSH, VOL_STAT_TRIM, VOL_STAT_ZERO,
+  VOL_STAT_KINDS
+};
+struct vol_stat_count {
+  uint64_t ops, bytes, errors, time_ns;
+};
+struct vol_stats {
+  int64_t since;                          /* unix seconds: counting began */
+  struct vol_stat_count kind[VOL_STAT_KINDS];
+};
+const char *vol_stat_kind_name (enum vol_stat_kind k);   /* "read", "write", ... */
+/* Count one answered request.  slot: the caller's thread (loop) number;
+ * threads whose slots differ modulo VOL_STAT_SLOTS never share a cache
+ * line (the others share counters, atomically). */
+#define VOL_STAT_SLOTS 8
+void vol_stats_add (struct volume *v, unsigned slot, enum vol_stat_kind k, uint64_t bytes,
+                    uint64_t ns, bool failed);
+/* The volume's counts, and its info.  Returns 0 or -ENOENT (message in err). */
+int vol_stats_get (struct vol_store *st, const char *name_or_id, struct vol_info *info,
+                   struct vol_stats *out, char *err, size_t errlen);
+
 /* ---- data path ------------------------------------------------------------ */
 /* One per loop thread.  The loop hands every CQE whose user_data has
  * (user_data & VOL_UD_TAG_MASK) == tag to vol_io_cqe(). */

@@ -435,7 +435,7 @@ err 2 'blockctl: volume list: unknown option "--bogus" (see "blockctl volume --h
 ctl volume list --status busy
 err 2 'blockctl: volume list: --status must be "available" or "in-use", not "busy"'
 ctl volume frob
-err 2 'blockctl: volume: unknown subcommand "frob" (create, list, show, resize, rollback, delete, import or export)'
+err 2 'blockctl: volume: unknown subcommand "frob" (create, list, show, stats, resize, rollback, delete, import or export)'
 ctl frob
 err 2 'blockctl: unknown command "frob" (commands: volume, snapshot, pool; try "blockctl --help")'
 run "$BLOCKCTL"

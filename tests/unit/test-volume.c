@@ -605,6 +605,69 @@ Test (volume, list_sorted_by_name)
   free (list);
 }
 
+/* ---- I/O statistics ------------------------------------------------------- */
+struct stats_adder {
+  struct volume *v;
+  unsigned slot;
+};
+
+static void *
+stats_add_many (void *arg)
+{
+  struct stats_adder *a = arg;
+  for (unsigned i = 0; i < 10000; i++) {
+    vol_stats_add (a->v, a->slot, VOL_STAT_WRITE, 4096, 3, false);
+    if (i % 100 == 0)
+      vol_stats_add (a->v, a->slot, VOL_STAT_WRITE, 4096, 5, true);
+    vol_stats_add (a->v, a->slot, VOL_STAT_READ, 512, 1, false);
+  }
+  return NULL;
+}
+
+/* Threads add to their slots at once (two of them share one: 1 and
+ * 1 + VOL_STAT_SLOTS); a reader gets the sums, failures without bytes. */
+Test (volume, io_stats_add_up)
+{
+  t_open_store (64 * MiB, 1 * MiB);
+  t_create ("s", 8 * MiB);
+  struct vol_session sess;
+  struct volume *v = t_open ("s", &sess);
+  int64_t before = time (NULL);
+  struct vol_info vi;
+  struct vol_stats st;
+  char err[200];
+  cr_assert_eq (vol_stats_get (t_st, "s", &vi, &st, err, sizeof err), 0, "%s", err);
+  cr_expect_str_eq (vi.name, "s");
+  cr_expect (st.since <= before && st.since >= before - 60);
+  for (unsigned k = 0; k < VOL_STAT_KINDS; k++)
+    cr_expect (st.kind[k].ops == 0 && st.kind[k].bytes == 0 && st.kind[k].time_ns == 0);
+
+  unsigned slots[] = { 0, 1, 2, 1 + VOL_STAT_SLOTS };
+  pthread_t th[4];
+  struct stats_adder a[4];
+  for (unsigned i = 0; i < 4; i++) {
+    a[i] = (struct stats_adder) { v, slots[i] };
+    cr_assert_eq (pthread_create (&th[i], NULL, stats_add_many, &a[i]), 0);
+  }
+  for (unsigned i = 0; i < 4; i++)
+    pthread_join (th[i], NULL);
+  vol_stats_add (v, 0, VOL_STAT_KINDS, 1, 1, false);   /* no such kind: ignored */
+
+  cr_assert_eq (vol_stats_get (t_st, vi.id, NULL, &st, err, sizeof err), 0, "%s", err);
+  cr_expect_eq (st.kind[VOL_STAT_WRITE].ops, 4 * 10100);
+  cr_expect_eq (st.kind[VOL_STAT_WRITE].errors, 4 * 100);
+  cr_expect_eq (st.kind[VOL_STAT_WRITE].bytes, 4 * 10000 * 4096ULL);
+  cr_expect_eq (st.kind[VOL_STAT_WRITE].time_ns, 4 * (10000 * 3 + 100 * 5));
+  cr_expect_eq (st.kind[VOL_STAT_READ].ops, 4 * 10000);
+  cr_expect_eq (st.kind[VOL_STAT_READ].bytes, 4 * 10000 * 512ULL);
+  cr_expect_eq (st.kind[VOL_STAT_FLUSH].ops, 0);
+  cr_expect_str_eq (vol_stat_kind_name (VOL_STAT_ZERO), "zero");
+
+  cr_expect_eq (vol_stats_get (t_st, "nope", &vi, &st, err, sizeof err), -ENOENT);
+  cr_expect (strstr (err, "nope") != NULL, "%s", err);
+  vol_close (v, &sess);
+}
+
 /* ---- data path --------------------------------------------------------------- */
 
 Test (volume, read_unwritten_is_zero)

@@ -1,0 +1,209 @@
+/* client/stats-cmd.c — "blockctl volume stats NAME": what clients asked of
+ * a volume (GET /v1/volumes/NAME/stats), as totals, or every --interval
+ * seconds as rates, the way iostat shows a disk. */
+#include "client/blockctl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/size.h"
+
+#define USAGE_STATS "blockctl volume stats NAME [--interval SECONDS [--count N]]"
+
+/* The kinds of request, in the API's order (volume/volume.h). */
+static const char *const kinds[] = { "read", "write", "flush", "trim", "zero" };
+#define NKINDS (sizeof kinds / sizeof kinds[0])
+
+struct sample {
+  uint64_t n[NKINDS][4];        /* ops, bytes, errors, time_us */
+  double t;                     /* CLOCK_MONOTONIC seconds when read */
+};
+
+static double
+mono_now (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+/* Read the counters of a stats object into *s.  Returns false if one is
+ * missing or not a count. */
+static bool
+parse_sample (struct json_object *j, struct sample *s)
+{
+  static const char *const fields[4] = { "ops", "bytes", "errors", "time_us" };
+  for (unsigned k = 0; k < NKINDS; k++) {
+    struct json_object *o;
+    if (!json_object_object_get_ex (j, kinds[k], &o))
+      return false;
+    for (unsigned f = 0; f < 4; f++)
+      if (!ctl_json_u64 (o, fields[f], &s->n[k][f]))
+        return false;
+  }
+  s->t = mono_now ();
+  return true;
+}
+
+/* GET path into *s (and the object into *out, when wanted).  Returns an
+ * exit code. */
+static int
+get_sample (const struct ctl_globals *g, const char *path, struct sample *s,
+            struct json_object **out)
+{
+  struct json_object *j;
+  int r = ctl_http (g, "GET", path, NULL, &j);
+  if (r != CTL_EXIT_OK)
+    return r;
+  if (!json_object_is_type (j, json_type_object) || !parse_sample (j, s)) {
+    ctl_error ("blockd at %s sent an unexpected answer to GET %s (not volume "
+               "statistics)", g->api, path);
+    json_object_put (j);
+    return CTL_EXIT_SERVER;
+  }
+  if (out)
+    *out = j;
+  else
+    json_object_put (j);
+  return CTL_EXIT_OK;
+}
+
+static void
+print_totals (struct json_object *j, const struct sample *s)
+{
+  struct json_object *v;
+  const char *name = json_object_object_get_ex (j, "name", &v) ? json_object_get_string (v) : "?";
+  const char *since = json_object_object_get_ex (j, "since", &v) ? json_object_get_string (v) : "?";
+  printf ("volume: %s\nsince: %s\n", name, since);
+  printf ("%-6s %12s %10s %8s %14s\n", "kind", "requests", "bytes", "errors", "avg latency");
+  for (unsigned k = 0; k < NKINDS; k++) {
+    char b[32], lat[32] = "-";
+    const uint64_t *n = s->n[k];
+    if (n[0])
+      snprintf (lat, sizeof lat, "%.0f us", (double) n[3] / (double) n[0]);
+    printf ("%-6s %12llu %10s %8llu %14s\n", kinds[k], (unsigned long long) n[0],
+            k == 2 ? "-" : size_format (n[1], b, sizeof b), (unsigned long long) n[2], lat);
+  }
+}
+
+/* Per second over the interval from a to b: requests, MiB, the average
+ * latency of kind k, and the average number of requests in flight (the
+ * time they took, summed, per second: Little's law). */
+static double
+rate (const struct sample *a, const struct sample *b, unsigned k, unsigned f)
+{
+  double dt = b->t - a->t;
+  return dt > 0 ? (double) (b->n[k][f] - a->n[k][f]) / dt : 0;
+}
+
+static double
+latency_us (const struct sample *a, const struct sample *b, unsigned k)
+{
+  uint64_t ops = b->n[k][0] - a->n[k][0];
+  return ops ? (double) (b->n[k][3] - a->n[k][3]) / (double) ops : 0;
+}
+
+static double
+in_flight (const struct sample *a, const struct sample *b)
+{
+  double us = 0;
+  for (unsigned k = 0; k < NKINDS; k++)
+    us += (double) (b->n[k][3] - a->n[k][3]);
+  return b->t > a->t ? us / 1e6 / (b->t - a->t) : 0;
+}
+
+static void
+print_rates (const struct ctl_globals *g, const struct sample *a, const struct sample *b)
+{
+  if (g->json) {
+    struct json_object *o = json_object_new_object ();
+    json_object_object_add (o, "seconds", json_object_new_double (b->t - a->t));
+    for (unsigned k = 0; k < NKINDS; k++) {
+      struct json_object *c = json_object_new_object ();
+      json_object_object_add (c, "ops_per_second", json_object_new_double (rate (a, b, k, 0)));
+      json_object_object_add (c, "bytes_per_second", json_object_new_double (rate (a, b, k, 1)));
+      json_object_object_add (c, "errors",
+                              json_object_new_int64 ((int64_t) (b->n[k][2] - a->n[k][2])));
+      json_object_object_add (c, "latency_us", json_object_new_double (latency_us (a, b, k)));
+      json_object_object_add (o, kinds[k], c);
+    }
+    json_object_object_add (o, "in_flight", json_object_new_double (in_flight (a, b)));
+    puts (json_object_to_json_string_ext (o, JSON_C_TO_STRING_PLAIN));
+    json_object_put (o);
+  }
+  else
+    printf ("%9.0f %8.1f %8.0f %9.0f %8.1f %8.0f %7.0f %8.0f %7.0f %8.2f\n",
+            rate (a, b, 0, 0), rate (a, b, 0, 1) / 1048576, latency_us (a, b, 0),
+            rate (a, b, 1, 0), rate (a, b, 1, 1) / 1048576, latency_us (a, b, 1),
+            rate (a, b, 2, 0), latency_us (a, b, 2),
+            rate (a, b, 3, 0) + rate (a, b, 4, 0), in_flight (a, b));
+  fflush (stdout);
+}
+
+static int
+parse_count (const char *what, const char *s, double min, double max, double *out)
+{
+  char *end;
+  errno = 0;
+  double v = s ? strtod (s, &end) : 0;
+  if (s && (errno || end == s || *end || !(v >= min && v <= max)))
+    return ctl_usage_error ("volume stats: %s \"%s\" is invalid (a number from %g to %g)",
+                            what, s, min, max);
+  *out = v;
+  return 0;
+}
+
+int
+ctl_cmd_volume_stats (const struct ctl_globals *g, int argc, char **argv)
+{
+  const char *interval = NULL, *count = NULL, *pos[1];
+  const struct ctl_opt opts[] = {
+    { "--interval", &interval, NULL }, { "--count", &count, NULL }, { NULL, NULL, NULL }
+  };
+  int npos, r;
+  double every = 0, times = 0;
+
+  if ((r = ctl_parse_opts ("volume stats", argc, argv, opts, pos, 1, &npos)))
+    return r;
+  if (npos == 0)
+    return ctl_usage_error ("volume stats: missing NAME (usage: " USAGE_STATS ")");
+  if ((r = ctl_check_name ("volume", pos[0]))
+      || (r = parse_count ("--interval", interval, 0.1, 86400, &every))
+      || (r = parse_count ("--count", count, 1, 1e9, &times)))
+    return r;
+  if (count && !interval)
+    return ctl_usage_error ("volume stats: --count needs --interval (usage: " USAGE_STATS ")");
+  if (times != (double) (long long) times)
+    return ctl_usage_error ("volume stats: --count \"%s\" is not a whole number", count);
+
+  char *path = ctl_ref_path ("/v1/volumes/", pos[0], "/stats");
+  if (path == NULL)
+    return CTL_EXIT_SERVER;
+  struct sample a, b;
+  struct json_object *j = NULL;
+  r = get_sample (g, path, &a, interval ? NULL : &j);
+  if (r == CTL_EXIT_OK && !interval) {
+    if (g->json)
+      ctl_print_json (j);
+    else
+      print_totals (j, &a);
+    json_object_put (j);
+  }
+  if (r == CTL_EXIT_OK && interval && !g->json)
+    printf ("%9s %8s %8s %9s %8s %8s %7s %8s %7s %8s\n", "r/s", "rMiB/s", "r_lat_us",
+            "w/s", "wMiB/s", "w_lat_us", "f/s", "f_lat_us", "d/s", "inflight");
+  for (long long i = 0; r == CTL_EXIT_OK && interval && (!count || i < (long long) times); i++) {
+    struct timespec ts = { (time_t) every, (long) ((every - (double) (time_t) every) * 1e9) };
+    while (nanosleep (&ts, &ts) < 0 && errno == EINTR)
+      ;
+    if ((r = get_sample (g, path, &b, NULL)) == CTL_EXIT_OK) {
+      print_rates (g, &a, &b);
+      a = b;
+    }
+  }
+  free (path);
+  return r;
+}

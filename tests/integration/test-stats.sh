@@ -1,0 +1,161 @@
+#!/bin/sh
+# tests/integration/test-stats.sh — a volume's I/O statistics
+# (GET /v1/volumes/NAME/stats, GET /v1/stats, blockctl volume stats): each
+# request a client sends is counted once, by kind, with its bytes, as an
+# error if it failed, on every path a request takes (whole, in pieces,
+# answered from read-ahead, refused); BLOCK_STATUS is not I/O;
+# a snapshot's export counts apart from its volume; two loops add up; the
+# counts start again with the daemon.
+. "$(dirname "$0")/lib.sh"
+need nbdsh curl
+
+start_blockd --threads 2
+ctl volume create v --size 64M >/dev/null
+ctl volume create idle --size 16M >/dev/null
+
+# stats NAME: GET /v1/volumes/NAME/stats into $T/body (status 200)
+stats () { api GET "/v1/volumes/$1/stats"; expect 200 "stats of $1"; }
+
+# count KIND OPS BYTES ERRORS: the last stats have these for KIND
+count () {
+    jcheck "(j['$1']['ops'], j['$1']['bytes'], j['$1']['errors']) == ($2, $3, $4)" "$1 counted"
+}
+
+echo "fresh volume: all zero"
+stats v
+jcheck "j['name'] == 'v' and len(j['id']) == 36 and j['since'].endswith('Z')" "identity"
+for k in read write flush trim zero; do
+    count $k 0 0 0
+    jcheck "j['$k']['time_us'] == 0" "$k time"
+done
+
+echo "one of each kind, and a BLOCK_STATUS (no I/O)"
+nbdsh -u "$(uri v)" -c '
+h.pwrite(b"a" * 65536, 0)
+h.pwrite(b"b" * 4096, 1 << 20, nbd.CMD_FLAG_FUA)
+for i in range(3):
+    assert h.pread(4096, i * 4096) == b"a" * 4096
+h.flush()
+h.trim(65536, 0)
+h.zero(8192, 2 << 20)
+' || fail "nbdsh: one of each"
+nbdsh --base-allocation -u "$(uri v)" -c '
+h.block_status(1 << 20, 0, lambda *a: 0)
+' || fail "nbdsh: block status"
+stats v
+count read 3 12288 0
+count write 2 69632 0
+count flush 1 0 0
+count trim 1 65536 0
+count zero 1 8192 0
+jcheck "j['write']['time_us'] > 0 and j['flush']['time_us'] > 0" "writes and flushes take time"
+
+echo "refused requests count as errors of their kind, with no bytes"
+nbdsh -u "$(uri v)" -c '
+h.set_strict_mode(0)
+size = h.get_size()
+for f, want in ((lambda: h.pread(4096, size), "EINVAL"),
+                (lambda: h.pwrite(b"x" * 4096, size - 2048), "ENOSPC"),
+                (lambda: h.trim(4096, size), "EINVAL")):
+    try:
+        f()
+        raise SystemExit("a request past the end worked")
+    except nbd.Error as e:
+        assert e.errno == want, e
+' || fail "nbdsh: refused requests"
+stats v
+count read 4 12288 1
+count write 3 69632 1
+count trim 2 65536 1
+
+echo "large requests in pieces, and reads answered from read-ahead"
+nbdsh -u "$(uri v)" -c '
+h.pwrite(b"c" * (1 << 20), 4 << 20)      # one client at depth 1: cut in pieces
+assert h.pread(1 << 20, 4 << 20) == b"c" * (1 << 20)
+for i in range(40):                      # sequential: read ahead after three
+    assert h.pread(4096, (4 << 20) + i * 4096) == b"c" * 4096
+' || fail "nbdsh: pieces and read-ahead"
+stats v
+count read 45 $((12288 + 1048576 + 40 * 4096)) 1
+count write 4 $((69632 + 1048576)) 1
+
+echo "a snapshot's export counts apart from its volume"
+ctl snapshot create v s1 >/dev/null
+nbdsh -u "$(uri v@s1)" -c '
+for i in range(5):
+    h.pread(4096, i * 4096)
+try:
+    h.pwrite(b"x" * 4096, 0)
+except nbd.Error:
+    pass
+' || fail "nbdsh: snapshot export"
+stats v
+count read 45 $((12288 + 1048576 + 40 * 4096)) 1
+count write 4 $((69632 + 1048576)) 1
+
+echo "two connections at once (two loops) add up"
+$PY -c '
+import nbd, sys, threading
+def writer(k):
+    c = nbd.NBD()
+    c.connect_uri(sys.argv[1])
+    for i in range(200):
+        c.pwrite(bytes([k]) * 4096, (8 << 20) + (k * 200 + i) * 4096)
+    c.shutdown()
+t = [threading.Thread(target=writer, args=(k,)) for k in (1, 2)]
+for x in t: x.start()
+for x in t: x.join()
+' "$(uri v)" || fail "two connections"
+stats v
+count write 404 $((69632 + 1048576 + 400 * 4096)) 1
+
+echo "GET /v1/stats: every volume"
+api GET /v1/stats
+expect 200 "all stats"
+jcheck "[x['name'] for x in j['volumes']] == ['idle', 'v']" "both volumes, by name"
+jcheck "j['volumes'][0]['write']['ops'] == 0 and j['volumes'][1]['write']['ops'] == 404" "their counts"
+
+echo "API errors"
+api GET /v1/volumes/nope/stats
+experr 404 not_found "stats of an unknown volume"
+api POST /v1/volumes/v/stats '{}'
+experr 405 method_not_allowed "POST stats"
+api DELETE /v1/stats
+experr 405 method_not_allowed "DELETE /v1/stats"
+
+echo "blockctl volume stats"
+run ctl volume stats v
+ok "volume stats"
+grep -q '^volume: v$' "$T/out" || fail "no volume line: $(cat "$T/out")"
+grep -Eq '^write +404 +[0-9.]+[KM]? +1 +[0-9]+ us$' "$T/out" || fail "no write row: $(cat "$T/out")"
+grep -Eq '^flush +1 +- +0 ' "$T/out" || fail "no flush row: $(cat "$T/out")"
+run ctl --json volume stats v
+ok "volume stats --json"
+$PY -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["write"]["ops"] == 404' "$T/out" \
+    || fail "volume stats --json: $(cat "$T/out")"
+run ctl volume stats v --interval 0.2 --count 2
+ok "volume stats --interval"
+[ "$(wc -l <"$T/out")" -eq 3 ] || fail "--interval --count 2: not a header and two lines: $(cat "$T/out")"
+head -n 1 "$T/out" | grep -q 'r/s.*w/s.*inflight' || fail "--interval header: $(cat "$T/out")"
+run ctl --json volume stats v --interval 0.2 --count 1
+ok "volume stats --json --interval"
+$PY -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["write"]["ops_per_second"] == 0 and j["in_flight"] == 0, j' "$T/out" \
+    || fail "--json --interval: $(cat "$T/out")"
+run ctl volume stats nope
+err 1 "stats of an unknown volume"
+run ctl volume stats v --count 2
+err 2 "--count without --interval"
+run ctl volume stats v --interval 0
+err 2 "--interval 0"
+run ctl volume stats v --interval 1 --count 1.5
+err 2 "--count 1.5"
+run ctl volume stats
+err 2 "no NAME"
+
+echo "a restart starts the counts again"
+stop_blockd
+start_blockd
+stats v
+count write 0 0 0
+count read 0 0 0
+echo "PASS"
