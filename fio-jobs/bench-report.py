@@ -10,9 +10,12 @@
 
 The targets FILE is written by bench.sh, one target a line, tab-separated:
   name  kind(nbd|file)  uri-or-path  server-pid(or -)  multi-conn(yes|no|-)  description
-  [jobs(all|reads|writes)]
+  [jobs(all|reads|writes) [stats-url(or -)]]
 A target with "reads" runs only the jobs that read and never write; one with
-"writes" only the jobs that write.
+"writes" only the jobs that write.  A stats URL is a blockd volume's
+GET /v1/volumes/NAME/stats: a run reads it before and after, and records the
+mean time its requests spent inside the server (from their arrival to their
+answer, by blockd's own count), beside the client's mean latency.
 
 A run measures the server's CPU from /proc/PID/stat (utime+stime of every thread
 of the process) read just before fio starts and just after it exits, divided by
@@ -30,6 +33,8 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 # name -> fio options.  Order is the run order.  "conns" > 1 means numjobs=N,
 # each fio job its own NBD connection; run only on servers that advertise
@@ -120,7 +125,7 @@ GOALS = [
          metric="iops", ref_job="randwrite-4k-qd32", op="ratio", at_least=1.0),
 ]
 
-METRICS = ["iops", "mib_s", "p50_us", "p99_us", "lat_p50_us", "mean_lat_us",
+METRICS = ["iops", "mib_s", "p50_us", "p99_us", "lat_p50_us", "mean_lat_us", "server_time_us",
            "server_cpu_s_per_s", "ios_per_server_cpu_s", "fio_cpu_s_per_s",
            "client_cpu_s_per_s", "machine_cpu_busy_s_per_s"]
 
@@ -146,16 +151,17 @@ def read_targets(path):
             if not line:
                 continue
             fields = line.split("\t")
-            if len(fields) == 6:
-                fields.append("all")
-            if len(fields) != 7 or fields[6] not in ("all", "reads", "writes"):
-                die("%s: a target line has 6 or 7 tab-separated fields, the 7th "
+            if 6 <= len(fields) < 8:          # the defaults of the fields left out
+                fields += ["all", "-"][len(fields) - 6:]
+            if len(fields) != 8 or fields[6] not in ("all", "reads", "writes"):
+                die("%s: a target line has 6 to 8 tab-separated fields, the 7th "
                     "\"all\", \"reads\" or \"writes\": %r" % (path, line))
-            name, kind, where, pid, mc, desc, jobs = fields
+            name, kind, where, pid, mc, desc, jobs, stats = fields
             targets.append(dict(name=name, kind=kind, where=where,
                                 pid=None if pid == "-" else int(pid),
                                 multi_conn=mc, description=desc,
-                                only=None if jobs == "all" else jobs))
+                                only=None if jobs == "all" else jobs,
+                                stats=None if stats == "-" else stats))
     return targets
 
 
@@ -240,6 +246,7 @@ def fio_stats(fio_json, rw):
         p50_us=pct.get("50.000000", 0) / 1000.0,
         p99_us=pct.get("99.000000", 0) / 1000.0,
         lat_p50_us=lat50 / 1000.0 if lat50 is not None else None,
+        mean_lat_us=p.get("lat_ns", {}).get("mean", 0) / 1000.0,
         # usr_cpu/sys_cpu are per fio job (averaged under group_reporting)
         fio_cpu_pct_per_job=job["usr_cpu"] + job["sys_cpu"],
     )
@@ -305,6 +312,23 @@ def children_cpu_s():
     return ru.ru_utime + ru.ru_stime
 
 
+STAT_KINDS = ("read", "write", "flush", "trim", "zero")
+
+
+def server_counts(url):
+    """(requests, microseconds inside the server) from a blockd volume's
+    stats, summed over the kinds; None if the server has no such counts (a
+    build from before them)."""
+    if url is None:
+        return None
+    try:
+        with urllib.request.urlopen(url, timeout=10) as f:
+            j = json.load(f)
+        return (sum(j[k]["ops"] for k in STAT_KINDS), sum(j[k]["time_us"] for k in STAT_KINDS))
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def cmd_run(args):
     targets = {t["name"]: t for t in read_targets(args.targets)}
     if args.target not in targets:
@@ -332,6 +356,7 @@ def cmd_run(args):
     pid = t["pid"]
     if pid is not None:
         c0 = proc_cpu_ticks(pid)
+    s0 = server_counts(t["stats"])
     m0 = machine_busy_ticks()
     k0 = children_cpu_s()
     w0 = time.monotonic()
@@ -348,6 +373,7 @@ def cmd_run(args):
         except FileNotFoundError:
             die("%s (pid %d) died during %s; see its log in %s"
                 % (t["name"], pid, args.job, os.path.dirname(args.out_dir)))
+    s1 = server_counts(t["stats"]) if s0 else None
     wall = w1 - w0
     if qemu:
         o = JOB_OPTS[args.job]
@@ -370,6 +396,9 @@ def cmd_run(args):
         rec.update(st)
         rec["fio_cpu_s_per_s"] = st["fio_cpu_pct_per_job"] / 100.0 * conns
     rec["wall_s"] = wall
+    # the ramp's requests are in it too; a mean over both
+    rec["server_time_us"] = ((s1[1] - s0[1]) / (s1[0] - s0[0])
+                             if s0 and s1 and s1[0] > s0[0] else None)
     # every CPU of the machine, busy (not idle or iowait): client, server,
     # kernel threads, interrupts, and whatever else runs (noise)
     rec["machine_cpu_busy_s_per_s"] = (m1[0] - m0[0]) / tck / wall
@@ -390,6 +419,9 @@ def cmd_run(args):
     cpu = ("%.2f" % rec["server_cpu_s_per_s"]) if pid is not None else "n/a"
     lat = ("lat p50 %7s us" % fmt(st["lat_p50_us"]) if not qemu
            else "mean lat %6s us" % fmt(st["mean_lat_us"]))
+    if rec["server_time_us"] is not None:
+        lat += " (mean %s us, %s in the server)" % (fmt(st["mean_lat_us"]),
+                                                    fmt(rec["server_time_us"]))
     print("  %-24s %-14s %9.0f IOPS %8.1f MiB/s  p50 %7s us  p99 %7s us  %s"
           "  server CPU %s s/s  machine busy %.2f CPUs"
           % (args.job, t["name"], st["iops"], st["mib_s"], fmt(st["p50_us"]),
@@ -611,13 +643,15 @@ def table_columns(job):
     """The columns of a job's table: (header, a row's cell).  The fio jobs
     show fio's completion and total latency percentiles and fio's CPU, the
     qemu-* jobs the mean latency and qemu-img's CPU."""
+    inside = ("µs in server", lambda r: fmt(r.get("server_time_us"), 1))
     if is_qemu_job(job):
-        lat = [("mean lat µs", lambda r: fmt(r.get("mean_lat_us"), 1))]
+        lat = [("mean lat µs", lambda r: fmt(r.get("mean_lat_us"), 1)), inside]
         client = ("qemu-img CPU s/s", lambda r: fmt(r.get("client_cpu_s_per_s"), 2))
     else:
         lat = [("p50 µs", lambda r: fmt(r["p50_us"], 1)),
                ("p99 µs", lambda r: fmt(r["p99_us"], 1)),
-               ("lat p50 µs", lambda r: fmt(r.get("lat_p50_us"), 1))]
+               ("lat p50 µs", lambda r: fmt(r.get("lat_p50_us"), 1)),
+               ("lat mean µs", lambda r: fmt(r.get("mean_lat_us"), 1)), inside]
         client = ("fio CPU s/s", lambda r: fmt(r["fio_cpu_s_per_s"], 2))
     return ([("target", lambda r: r["target"]),
              ("IOPS", lambda r: fmt(r["iops"])),
@@ -733,7 +767,11 @@ def write_docs(path, info, settings, targets, tables, goals_md):
     L.append("p50/p99 are completion latency (fio `clat`, from the engine's submission);")
     L.append("lat p50 is total latency (fio `lat`, from the request's issue: the QD1 goals")
     L.append("use it, because local io_uring's submission is the io_uring_enter that kicks")
-    L.append("the disk, and an NBD client's is sending the request);")
+    L.append("the disk, and an NBD client's is sending the request); lat mean is its mean;")
+    L.append("µs in server is the mean time a request spent inside blockd, from its")
+    L.append("arrival to its answer, by blockd's own count (`GET /v1/volumes/NAME/stats`,")
+    L.append("the ramp's requests included): the rest of lat mean is the client's and")
+    L.append("the network's (n/a: a server that does not count);")
     L.append("server CPU s/s is the server process's utime+stime (all threads, from")
     L.append("`/proc/PID/stat`) over the fio run divided by its wall time (ramp and")
     L.append("connection setup included); IOs per server CPU-s = IOPS / server CPU s/s;")

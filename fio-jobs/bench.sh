@@ -171,15 +171,18 @@ fill_file() {
 		--bs=1M --iodepth=4 --size=1g --output=/dev/null >/dev/null
 }
 
-# add_target NAME KIND URI-OR-PATH PID DESCRIPTION [JOBS]: verify, probe
-# multi-conn, record.  JOBS "reads": the target runs only the read jobs.
+# add_target NAME KIND URI-OR-PATH PID DESCRIPTION [JOBS [STATS-URL]]: verify,
+# probe multi-conn, record.  JOBS "reads": the target runs only the read
+# jobs ("writes": only those that write).  STATS-URL: a blockd volume's
+# stats, from which each run takes the time its requests spent in blockd.
 add_target() {
 	mc=-
 	if [ "$2" = nbd ]; then
 		wait_nbd "$3" "$4" "$1"
 		if nbdinfo --can multi-conn "$3" 2>/dev/null; then mc=yes; else mc=no; fi
 	fi
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$mc" "$5" "${6:-all}" >>"$TFILE"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$mc" "$5" "${6:-all}" "${7:--}" \
+		>>"$TFILE"
 	msg "$1 ready: $3 (pid $4, multi-conn $mc)"
 }
 
@@ -223,7 +226,7 @@ start_blockd() {
 		desc="$desc; build $2"
 		[ -z "$POOL" ] || desc="$desc; its pool file is blockd's (a hard link)"
 	fi
-	add_target "$1" nbd "$uri" "$pid" "$desc" "$jobs"
+	add_target "$1" nbd "$uri" "$pid" "$desc" "$jobs" "$api/v1/volumes/bench/stats"
 }
 
 # shellcheck disable=SC2046  # twelve port numbers
