@@ -583,8 +583,11 @@ encode_read_chunk (uint8_t hdr[NBD_HOLE_CHUNK_LEN], const struct blk_req *q, con
 }
 
 /* Count q, a client's request answered now, in its volume's statistics:
- * the time is from the turn it came in to this one.  BLOCK_STATUS and
- * CACHE do no I/O and are not counted. */
+ * the time is from the start of the loop's turn that read its header to
+ * now (one clock read per answer; a write's payload arriving is part of
+ * it).  Not counted: BLOCK_STATUS and CACHE, which do no I/O; answers that
+ * will never be sent (the connection is broken); reads of a snapshot's
+ * export, whose view is not among the volumes. */
 static void
 count_answer (struct blk_conn *c, const struct blk_req *q, bool failed)
 {
@@ -597,9 +600,9 @@ count_answer (struct blk_conn *c, const struct blk_req *q, bool failed)
   case NBD_CMD_WRITE_ZEROES: k = VOL_STAT_ZERO; break;
   default: return;
   }
-  if (c->vol == NULL)
+  if (c->state == CONN_DEAD || vol_read_only (c->vol))
     return;
-  uint64_t now = c->loop->turn_ns;
+  uint64_t now = blk_now_ns ();
   vol_stats_add (c->vol, (unsigned) c->loop->index, k, q->r.length,
                  now > q->t0 ? now - q->t0 : 0, failed);
 }

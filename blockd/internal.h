@@ -52,6 +52,7 @@ struct addrinfo;
 int blk_resolve (const char *hostport, struct addrinfo **out, char *err, size_t errlen);
 
 /* ---- loop.c: one io_uring event loop per thread --------------------------- */
+uint64_t blk_now_ns (void);        /* CLOCK_MONOTONIC */
 /* user_data tags (low 3 bits; every pointer we submit is 8-aligned) */
 enum {
   TAG_VOL = 1,       /* volume/ owns it: vol_io_cqe */

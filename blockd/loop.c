@@ -61,8 +61,8 @@ get_sqe (struct blk_loop *l)
   return sqe;
 }
 
-static uint64_t
-now_ns (void)
+uint64_t
+blk_now_ns (void)
 {
   struct timespec ts;
   clock_gettime (CLOCK_MONOTONIC, &ts);
@@ -118,7 +118,7 @@ poll_may (const struct blk_loop *l)
 {
   uint64_t until = l->last_io_ns + (uint64_t) blk_cfg.poll_us * 1000u;
   return blk_cfg.poll_us > 0 && l->taskrun_flag && l->poll_pays && poll_depth_pays (l)
-         && now_ns () < until;
+         && blk_now_ns () < until;
 }
 
 /* Whether polling brings an event sooner than sleeping depends on the
@@ -170,7 +170,7 @@ poll_events (struct blk_loop *l)
       continue;
     }
     if (i % 32 == 0 && (atomic_load_explicit (&l->stopping, memory_order_relaxed)
-                        || now_ns () >= until)) {
+                        || blk_now_ns () >= until)) {
       l->poll_pays = false;     /* nothing came: sleep, and see how long for */
       return false;
     }
@@ -250,9 +250,9 @@ sleep_events (struct blk_loop *l)
     return batch_wait (l);        /* (not timed: it waits batch_us on purpose) */
   if (blk_cfg.poll_us <= 0 || !l->taskrun_flag)
     return io_uring_submit_and_wait (&l->ring, 1);
-  uint64_t t0 = now_ns ();
+  uint64_t t0 = blk_now_ns ();
   int r = io_uring_submit_and_wait (&l->ring, 1);
-  l->poll_pays = now_ns () - t0 < (uint64_t) blk_cfg.poll_us * 1000u;
+  l->poll_pays = blk_now_ns () - t0 < (uint64_t) blk_cfg.poll_us * 1000u;
   return r;
 }
 
@@ -586,18 +586,18 @@ loop_main (void *arg)
       arm_accept (l, &blk_listeners[i]);
   arm_wake (l);
   arm_timer (l);
-  l->turn_ns = now_ns ();
+  l->turn_ns = blk_now_ns ();
   bool stop_begun = false;
 
   for (;;) {
     int r = 0;
     if (poll_may (l)) {
       bool trial, polled = poll_mode (l, &trial);
-      uint64_t t0 = trial ? now_ns () : 0;
+      uint64_t t0 = trial ? blk_now_ns () : 0;
       if (!polled || !poll_events (l))
         r = sleep_events (l);
       if (trial) {                /* a client's pause is not the host's answer */
-        uint64_t t = now_ns () - t0;
+        uint64_t t = blk_now_ns () - t0;
         l->wait_ns[polled] += t < POLL_TRIAL_CAP_NS ? t : POLL_TRIAL_CAP_NS;
         l->wait_n[polled]++;
       }
@@ -608,7 +608,7 @@ loop_main (void *arg)
       log_error ("loop %d: waiting for completions: %s", l->index, strerror (-r));
       break;
     }
-    l->turn_ns = now_ns ();
+    l->turn_ns = blk_now_ns ();
     struct io_uring_cqe *cqe;
     unsigned head, n = 0;
     bool io_seen = false;
@@ -645,7 +645,7 @@ loop_main (void *arg)
     io_uring_cq_advance (&l->ring, n);
     blk_loop_flush_dirty (l);
     if (io_seen && blk_cfg.poll_us > 0)
-      l->last_io_ns = now_ns ();
+      l->last_io_ns = blk_now_ns ();
 
     if (atomic_load (&l->stopping)) {
       if (!stop_begun) {

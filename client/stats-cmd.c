@@ -14,11 +14,12 @@
 #define USAGE_STATS "blockctl volume stats NAME [--interval SECONDS [--count N]]"
 
 /* The kinds of request, in the API's order (volume/volume.h). */
-static const char *const kinds[] = { "read", "write", "flush", "trim", "zero" };
-#define NKINDS (sizeof kinds / sizeof kinds[0])
+enum { READ, WRITE, FLUSH, TRIM, ZERO, NKINDS };
+static const char *const kinds[NKINDS] = { "read", "write", "flush", "trim", "zero" };
 
 struct sample {
   uint64_t n[NKINDS][4];        /* ops, bytes, errors, time_us */
+  char id[64], since[32];       /* whose counts, counted since when */
   double t;                     /* CLOCK_MONOTONIC seconds when read */
 };
 
@@ -44,7 +45,27 @@ parse_sample (struct json_object *j, struct sample *s)
       if (!ctl_json_u64 (o, fields[f], &s->n[k][f]))
         return false;
   }
+  struct json_object *v;
+  snprintf (s->id, sizeof s->id, "%s",
+            json_object_object_get_ex (j, "id", &v) ? json_object_get_string (v) : "");
+  snprintf (s->since, sizeof s->since, "%s",
+            json_object_object_get_ex (j, "since", &v) ? json_object_get_string (v) : "");
   s->t = mono_now ();
+  return true;
+}
+
+/* Are b's counts a continuation of a's: the same volume, counted since
+ * the same time, none lower?  (Not so after blockd restarted, or the
+ * volume was deleted and made again under its name.) */
+static bool
+continues (const struct sample *a, const struct sample *b)
+{
+  if (strcmp (a->id, b->id) || strcmp (a->since, b->since))
+    return false;
+  for (unsigned k = 0; k < NKINDS; k++)
+    for (unsigned f = 0; f < 4; f++)
+      if (b->n[k][f] < a->n[k][f])
+        return false;
   return true;
 }
 
@@ -85,7 +106,7 @@ print_totals (struct json_object *j, const struct sample *s)
     if (n[0])
       snprintf (lat, sizeof lat, "%.0f us", (double) n[3] / (double) n[0]);
     printf ("%-6s %12llu %10s %8llu %14s\n", kinds[k], (unsigned long long) n[0],
-            k == 2 ? "-" : size_format (n[1], b, sizeof b), (unsigned long long) n[2], lat);
+            k == FLUSH ? "-" : size_format (n[1], b, sizeof b), (unsigned long long) n[2], lat);
   }
 }
 
@@ -120,6 +141,7 @@ print_rates (const struct ctl_globals *g, const struct sample *a, const struct s
 {
   if (g->json) {
     struct json_object *o = json_object_new_object ();
+    json_object_object_add (o, "id", json_object_new_string (b->id));
     json_object_object_add (o, "seconds", json_object_new_double (b->t - a->t));
     for (unsigned k = 0; k < NKINDS; k++) {
       struct json_object *c = json_object_new_object ();
@@ -136,21 +158,24 @@ print_rates (const struct ctl_globals *g, const struct sample *a, const struct s
   }
   else
     printf ("%9.0f %8.1f %8.0f %9.0f %8.1f %8.0f %7.0f %8.0f %7.0f %8.2f\n",
-            rate (a, b, 0, 0), rate (a, b, 0, 1) / 1048576, latency_us (a, b, 0),
-            rate (a, b, 1, 0), rate (a, b, 1, 1) / 1048576, latency_us (a, b, 1),
-            rate (a, b, 2, 0), latency_us (a, b, 2),
-            rate (a, b, 3, 0) + rate (a, b, 4, 0), in_flight (a, b));
+            rate (a, b, READ, 0), rate (a, b, READ, 1) / 1048576, latency_us (a, b, READ),
+            rate (a, b, WRITE, 0), rate (a, b, WRITE, 1) / 1048576, latency_us (a, b, WRITE),
+            rate (a, b, FLUSH, 0), latency_us (a, b, FLUSH),
+            rate (a, b, TRIM, 0) + rate (a, b, ZERO, 0), in_flight (a, b));
   fflush (stdout);
 }
 
+/* A decimal number (digits, at most one '.') from min to max. */
 static int
 parse_count (const char *what, const char *s, double min, double max, double *out)
 {
   char *end;
   errno = 0;
   double v = s ? strtod (s, &end) : 0;
-  if (s && (errno || end == s || *end || !(v >= min && v <= max)))
-    return ctl_usage_error ("volume stats: %s \"%s\" is invalid (a number from %g to %g)",
+  bool plain = s && s[0] && strspn (s, "0123456789.") == strlen (s)
+               && strchr (s, '.') == strrchr (s, '.');
+  if (s && (!plain || errno || end == s || *end || !(v >= min && v <= max)))
+    return ctl_usage_error ("volume stats: %s \"%s\" is invalid (a number from %.15g to %.15g)",
                             what, s, min, max);
   *out = v;
   return 0;
@@ -199,10 +224,16 @@ ctl_cmd_volume_stats (const struct ctl_globals *g, int argc, char **argv)
     struct timespec ts = { (time_t) every, (long) ((every - (double) (time_t) every) * 1e9) };
     while (nanosleep (&ts, &ts) < 0 && errno == EINTR)
       ;
-    if ((r = get_sample (g, path, &b, NULL)) == CTL_EXIT_OK) {
+    if ((r = get_sample (g, path, &b, NULL)) != CTL_EXIT_OK)
+      break;
+    if (continues (&a, &b))
       print_rates (g, &a, &b);
-      a = b;
+    else {
+      fprintf (stderr, "blockctl: the counts of \"%s\" started again (blockd restarted, or the "
+               "volume was made anew): rates from the next line on\n", pos[0]);
+      i--;                        /* that interval is not one of the N */
     }
+    a = b;
   }
   free (path);
   return r;

@@ -9,7 +9,7 @@
 . "$(dirname "$0")/lib.sh"
 need nbdsh curl
 
-start_blockd --threads 2
+LOG_LEVEL=debug start_blockd --threads 2
 ctl volume create v --size 64M >/dev/null
 ctl volume create idle --size 16M >/dev/null
 
@@ -78,8 +78,10 @@ for i in range(40):                      # sequential: read ahead after three
 stats v
 count read 45 $((12288 + 1048576 + 40 * 4096)) 1
 count write 4 $((69632 + 1048576)) 1
+grep -Eq 'reads started ahead, [1-9][0-9]* of them used' "$T/blockd.log" \
+    || fail "the sequential reads were not answered from read-ahead"
 
-echo "a snapshot's export counts apart from its volume"
+echo "a snapshot's export is not counted in its volume's figures"
 ctl snapshot create v s1 >/dev/null
 nbdsh -u "$(uri v@s1)" -c '
 for i in range(5):
@@ -92,6 +94,8 @@ except nbd.Error:
 stats v
 count read 45 $((12288 + 1048576 + 40 * 4096)) 1
 count write 4 $((69632 + 1048576)) 1
+api GET /v1/volumes/v@s1/stats
+experr 404 not_found "stats of a snapshot"
 
 echo "two connections at once (two loops) add up"
 $PY -c '
@@ -143,6 +147,15 @@ $PY -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["write"]["ops_
     || fail "--json --interval: $(cat "$T/out")"
 run ctl volume stats nope
 err 1 "stats of an unknown volume"
+# the volume made anew under its name during an interval: no rates from
+# the two volumes' counts, a note, and still one line of rates
+ctl volume stats idle --interval 1 --count 1 >"$T/re.out" 2>"$T/re.err" &
+cpid=$!
+sleep 0.3
+ctl volume delete idle >/dev/null && ctl volume create idle --size 16M >/dev/null
+wait $cpid || fail "volume stats across a re-creation: $(cat "$T/re.err")"
+grep -q 'started again' "$T/re.err" || fail "no note of the counts starting again: $(cat "$T/re.err")"
+[ "$(wc -l <"$T/re.out")" -eq 2 ] || fail "across a re-creation: not a header and a line: $(cat "$T/re.out")"
 run ctl volume stats v --count 2
 err 2 "--count without --interval"
 run ctl volume stats v --interval 0
@@ -153,9 +166,13 @@ run ctl volume stats
 err 2 "no NAME"
 
 echo "a restart starts the counts again"
+stats v
+since=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["since"])' "$T/body")
+sleep 1
 stop_blockd
 start_blockd
 stats v
+jcheck "j['since'] > '$since'" "since moves on with the restart"
 count write 0 0 0
 count read 0 0 0
 echo "PASS"
