@@ -38,6 +38,7 @@ struct ctl_opt {
 };
 
 /* ---- blockctl.c */
+double ctl_now_s (void);      /* CLOCK_MONOTONIC, in seconds */
 void ctl_error (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 /* Print a usage error and return CTL_EXIT_USAGE. */
 int ctl_usage_error (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));

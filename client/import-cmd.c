@@ -32,14 +32,6 @@
 #define USAGE_EXPORT "blockctl volume export NAME|VOL@SNAP --to FILE " \
                      "[--format raw|qcow2] [--force]"
 
-static double
-now_s (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
 /* Is FORMAT (may be NULL: not given) one we know?  Returns 0 or
  * CTL_EXIT_USAGE (said). */
 static int
@@ -179,7 +171,7 @@ do_import (const struct ctl_globals *g, int argc, char **argv)
 
   /* From here on, a failure deletes the volume again. */
   struct json_object *u;
-  double t0 = now_s ();
+  double t0 = ctl_now_s ();
   const char *uri = json_object_object_get_ex (vol, "nbd_uri", &u)
     && json_object_is_type (u, json_type_string) ? json_object_get_string (u) : NULL;
   if (uri == NULL) {
@@ -204,7 +196,7 @@ do_import (const struct ctl_globals *g, int argc, char **argv)
     goto undo;
   }
   ctl_img_end_close (&src, true, &ignored);
-  double secs = now_s () - t0;
+  double secs = ctl_now_s () - t0;
 
   if (g->json) {
     char *path = ctl_ref_path ("/v1/volumes/", name, "");
@@ -294,7 +286,7 @@ do_export (const struct ctl_globals *g, int argc, char **argv)
     r = CTL_EXIT_SERVER;
     goto fail;
   }
-  double t0 = now_s ();
+  double t0 = ctl_now_s ();
   if (ctl_img_connect_uri (&src, uri, &err) < 0) {
     ctl_error ("export of \"%s\" failed: %s", name, err.msg);
     r = CTL_EXIT_UNREACHABLE;
@@ -329,7 +321,7 @@ do_export (const struct ctl_globals *g, int argc, char **argv)
     goto fail;
   }
   ctl_img_end_close (&src, true, &ignored);
-  double secs = now_s () - t0;
+  double secs = ctl_now_s () - t0;
   json_object_put (obj);
 
   if (g->json) {

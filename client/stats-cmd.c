@@ -23,14 +23,6 @@ struct sample {
   double t;                     /* CLOCK_MONOTONIC seconds when read */
 };
 
-static double
-mono_now (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
 /* Read the counters of a stats object into *s.  Returns false if one is
  * missing or not a count. */
 static bool
@@ -50,7 +42,7 @@ parse_sample (struct json_object *j, struct sample *s)
             json_object_object_get_ex (j, "id", &v) ? json_object_get_string (v) : "");
   snprintf (s->since, sizeof s->since, "%s",
             json_object_object_get_ex (j, "since", &v) ? json_object_get_string (v) : "");
-  s->t = mono_now ();
+  s->t = ctl_now_s ();
   return true;
 }
 
@@ -97,8 +89,7 @@ print_totals (struct json_object *j, const struct sample *s)
 {
   struct json_object *v;
   const char *name = json_object_object_get_ex (j, "name", &v) ? json_object_get_string (v) : "?";
-  const char *since = json_object_object_get_ex (j, "since", &v) ? json_object_get_string (v) : "?";
-  printf ("volume: %s\nsince: %s\n", name, since);
+  printf ("volume: %s\nsince: %s\n", name, s->since);
   printf ("%-6s %12s %10s %8s %14s\n", "kind", "requests", "bytes", "errors", "avg latency");
   for (unsigned k = 0; k < NKINDS; k++) {
     char b[32], lat[32] = "-";
