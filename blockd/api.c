@@ -207,19 +207,14 @@ volume_stats (struct MHD_Connection *conn, const char *vol)
 static enum MHD_Result
 all_stats (struct MHD_Connection *conn)
 {
-  struct vol_info *vi;
+  struct vol_info_stats *vs;
   size_t n;
-  if (vol_list (blk_store, &vi, &n) < 0)
+  if (vol_stats_list (blk_store, &vs, &n) < 0)
     return send_error (conn, 500, "out of memory listing volumes");
   json_object *arr = json_object_new_array ();
-  for (size_t k = 0; k < n; k++) {
-    struct vol_info cur;
-    struct vol_stats st;
-    char err[400];
-    if (vol_stats_get (blk_store, vi[k].id, &cur, &st, err, sizeof err) == 0)
-      json_object_array_add (arr, stats_json (&cur, &st));   /* else deleted since */
-  }
-  free (vi);
+  for (size_t k = 0; k < n; k++)
+    json_object_array_add (arr, stats_json (&vs[k].info, &vs[k].stats));
+  free (vs);
   json_object *o = json_object_new_object ();
   json_object_object_add (o, "volumes", arr);
   return send_json (conn, 200, o);

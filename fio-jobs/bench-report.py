@@ -563,9 +563,10 @@ def goal_bound(goal, get):
     and their own work limit, show against it: the higher of their ratios
     to local io_uring, or for QD1 latency the lower of their whole
     latencies, the round trip that a server doing the disk's work pays on
-    top of the disk's own latency (local io_uring's figure).  That sum counts fio's own work per request twice and the
-    server's wake-up for the disk's completion not at all: an estimate within
-    a few microseconds.  None for other goals, or if none of them ran."""
+    top of the disk's own latency (local io_uring's figure).  That sum
+    counts fio's own work per request twice and the server's wake-up for
+    the disk's completion not at all: an estimate within a few
+    microseconds.  None for other goals, or if none of them ran."""
     if not has_bound(goal):
         return None
     fs = [f for f in (goal_figure(goal, get, t) for t in NO_DISK_SERVERS) if f]

@@ -167,6 +167,7 @@ struct volume {
 struct stat_slot;
 int stats_init (struct volume *v);
 void stats_free (struct volume *v);
+void stats_sum (struct volume *v, struct vol_stats *out);   /* its slots added up */
 
 /* store.c */
 ment_t map_get (struct volume *v, uint64_t chunk);

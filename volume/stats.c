@@ -69,6 +69,21 @@ vol_stats_add (struct volume *v, unsigned slot, enum vol_stat_kind k, uint64_t b
   atomic_fetch_add_explicit (&n[3], ns, memory_order_relaxed);
 }
 
+void
+stats_sum (struct volume *v, struct vol_stats *out)
+{
+  memset (out, 0, sizeof *out);
+  out->since = v->stats_since;
+  for (unsigned i = 0; i < VOL_STAT_SLOTS; i++)
+    for (unsigned k = 0; k < VOL_STAT_KINDS; k++) {
+      _Atomic uint64_t *n = slot_of (v, i)->n[k];
+      out->kind[k].ops += atomic_load_explicit (&n[0], memory_order_relaxed);
+      out->kind[k].bytes += atomic_load_explicit (&n[1], memory_order_relaxed);
+      out->kind[k].errors += atomic_load_explicit (&n[2], memory_order_relaxed);
+      out->kind[k].time_ns += atomic_load_explicit (&n[3], memory_order_relaxed);
+    }
+}
+
 int
 vol_stats_get (struct vol_store *st, const char *name_or_id, struct vol_info *info,
                struct vol_stats *out, char *err, size_t errlen)
@@ -79,15 +94,7 @@ vol_stats_get (struct vol_store *st, const char *name_or_id, struct vol_info *in
   if (v) {
     if (info)
       fill_info (v, info);
-    out->since = v->stats_since;
-    for (unsigned i = 0; i < VOL_STAT_SLOTS; i++)
-      for (unsigned k = 0; k < VOL_STAT_KINDS; k++) {
-        _Atomic uint64_t *n = slot_of (v, i)->n[k];
-        out->kind[k].ops += atomic_load_explicit (&n[0], memory_order_relaxed);
-        out->kind[k].bytes += atomic_load_explicit (&n[1], memory_order_relaxed);
-        out->kind[k].errors += atomic_load_explicit (&n[2], memory_order_relaxed);
-        out->kind[k].time_ns += atomic_load_explicit (&n[3], memory_order_relaxed);
-      }
+    stats_sum (v, out);
   }
   pthread_mutex_unlock (&st->lock);
   return v ? 0 : -ENOENT;

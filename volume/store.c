@@ -736,6 +736,26 @@ vol_list (struct vol_store *st, struct vol_info **out, size_t *n)
   return 0;
 }
 
+int
+vol_stats_list (struct vol_store *st, struct vol_info_stats **out, size_t *n)
+{
+  pthread_mutex_lock (&st->lock);
+  struct vol_info_stats *a = calloc (st->nvols ? st->nvols : 1, sizeof *a);
+  if (a == NULL) {
+    pthread_mutex_unlock (&st->lock);
+    return -ENOMEM;
+  }
+  for (size_t i = 0; i < st->nvols; i++) {
+    fill_info (st->vols[i], &a[i].info);
+    stats_sum (st->vols[i], &a[i].stats);
+  }
+  *n = st->nvols;
+  pthread_mutex_unlock (&st->lock);
+  qsort (a, *n, sizeof *a, cmp_info_name);    /* info is the first member */
+  *out = a;
+  return 0;
+}
+
 static void
 session_add (struct volume *v, struct vol_session *s)
 {

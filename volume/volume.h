@@ -236,6 +236,13 @@ void vol_stats_add (struct volume *v, unsigned slot, enum vol_stat_kind k, uint6
 /* The volume's counts, and its info.  Returns 0 or -ENOENT (message in err). */
 int vol_stats_get (struct vol_store *st, const char *name_or_id, struct vol_info *info,
                    struct vol_stats *out, char *err, size_t errlen);
+/* Every volume's info and counts, taken in one pass, sorted by name.
+ * *out is malloc'd.  Returns 0 or -ENOMEM. */
+struct vol_info_stats {
+  struct vol_info info;                   /* first: sorted as vol_list's */
+  struct vol_stats stats;
+};
+int vol_stats_list (struct vol_store *st, struct vol_info_stats **out, size_t *n);
 
 /* ---- data path ------------------------------------------------------------ */
 /* One per loop thread.  The loop hands every CQE whose user_data has

@@ -663,8 +663,23 @@ Test (volume, io_stats_add_up)
   cr_expect_eq (st.kind[VOL_STAT_FLUSH].ops, 0);
   cr_expect_str_eq (vol_stat_kind_name (VOL_STAT_ZERO), "zero");
 
+  int64_t since = st.since;
   cr_expect_eq (vol_stats_get (t_st, "nope", &vi, &st, err, sizeof err), -ENOENT);
   cr_expect (strstr (err, "nope") != NULL, "%s", err);
+
+  /* every volume's in one pass, by name, the same counts */
+  t_create ("a-idle", 8 * MiB);
+  struct vol_info_stats *all = NULL;
+  size_t n = 0;
+  cr_assert_eq (vol_stats_list (t_st, &all, &n), 0);
+  cr_assert_eq (n, 2);
+  cr_expect_str_eq (all[0].info.name, "a-idle");
+  cr_expect_eq (all[0].stats.kind[VOL_STAT_WRITE].ops, 0);
+  cr_expect_str_eq (all[1].info.name, "s");
+  cr_expect_eq (all[1].stats.kind[VOL_STAT_WRITE].ops, 4 * 10100);
+  cr_expect_eq (all[1].stats.kind[VOL_STAT_READ].bytes, 4 * 10000 * 512ULL);
+  cr_expect_eq (all[1].stats.since, since);
+  free (all);
   vol_close (v, &sess);
 }
 
