@@ -60,7 +60,7 @@ static const struct setting settings[] = {
   { "hole-replies", T_INT, S (hole_replies), 0, 1, "1",
     "1: a read of never-written space is answered with an NBD hole chunk, not its zeros "
     "(clients with structured replies); 0: the zeros are sent" },
-  { "read-ahead", T_SIZE, S (read_ahead), 0, 16 << 20, "1M",
+  { "read-ahead", T_SIZE, S (read_ahead), 0, 16 << 20, "2M",
     "bytes a connection reads ahead of each stream of a client's sequential reads (requests of "
     "4K to 256K, each where the one before ended; up to 4 streams, at most 64 reads in all; "
     "smaller requests are read ahead in blocks that answer several); a write from any "
