@@ -26,12 +26,15 @@ import argparse
 import json
 import os
 import platform
+import random
 import re
 import resource
 import socket
 import statistics
+import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -126,6 +129,7 @@ GOALS = [
 ]
 
 METRICS = ["iops", "mib_s", "p50_us", "p99_us", "lat_p50_us", "mean_lat_us", "server_time_us",
+           "server_queue_us", "client_queue_us",
            "server_cpu_s_per_s", "ios_per_server_cpu_s", "fio_cpu_s_per_s",
            "client_cpu_s_per_s", "machine_cpu_busy_s_per_s"]
 
@@ -329,6 +333,141 @@ def server_counts(url):
         return None
 
 
+# NBD messages on the wire, to count what waits in a socket: a request is a
+# 28-byte header (a write's data follows it); the reply to a write is a
+# simple reply (16 bytes), to a read a structured data chunk (a 20-byte
+# header and an 8-byte offset before the data).  A server that answers a
+# read in several chunks sends a few bytes more, which this leaves out.
+NBD_REQUEST_LEN = 28
+NBD_SIMPLE_REPLY_LEN = 16
+NBD_READ_CHUNK_LEN = 28
+QUEUE_SAMPLE_S = 0.005
+
+# sock_diag (linux/sock_diag.h, linux/inet_diag.h): one TCP socket's
+# queues, looked up by its addresses and ports in the kernel's hash.
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST = 1
+NLMSG_ERROR = 2
+INET_DIAG_NOCOOKIE = 0xFFFFFFFF
+
+
+def message_sizes(job):
+    """(request, reply): the mean bytes on the wire of one of job's requests,
+    and of its reply."""
+    o = JOB_OPTS[job]
+    bs = size_bytes(o["bs"])
+    if o["rw"] == "randrw":
+        w = 1.0 - o["rwmixread"] / 100.0
+    else:
+        w = 1.0 if job_writes(job) else 0.0
+    return (NBD_REQUEST_LEN + w * bs,
+            (1.0 - w) * (NBD_READ_CHUNK_LEN + bs) + w * NBD_SIMPLE_REPLY_LEN)
+
+
+def nbd_port(uri):
+    """The TCP port of an nbd:// URI, or None (a unix socket, no port)."""
+    m = re.match(r"nbd://[^/]*:(\d+)(/|$)", uri)
+    return int(m.group(1)) if m else None
+
+
+def tcp_connections(port):
+    """The established IPv4 connections with port at one end, as
+    (server side, (local, remote)) with each end (address bytes, port),
+    from /proc/net/tcp (which prints addresses in host byte order)."""
+    out = []
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fl = line.split()
+            if fl[3] != "01":         # established
+                continue
+            ends = []
+            for e in fl[1:3]:
+                a, p = e.split(":")
+                ends.append((struct.pack("=I", int(a, 16)), int(p, 16)))
+            if ends[0][1] == port or ends[1][1] == port:
+                out.append((ends[0][1] == port, tuple(ends)))
+    return out
+
+
+def diag_request(local, remote):
+    """A sock_diag request for the one TCP socket with these ends."""
+    sockid = (struct.pack(">HH", local[1], remote[1]) + local[0] + bytes(12) + remote[0]
+              + bytes(12) + struct.pack("=III", 0, INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE))
+    req = struct.pack("=BBBxI", socket.AF_INET, socket.IPPROTO_TCP, 0, 1 << 1) + sockid
+    return struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, 0, 0) + req
+
+
+def diag_rqueue(reply):
+    """The bytes a socket has received and its owner not read
+    (idiag_rqueue), from a sock_diag reply; None if the socket is gone."""
+    if len(reply) < 16 or struct.unpack_from("=H", reply, 4)[0] == NLMSG_ERROR:
+        return None
+    # nlmsghdr (16), then inet_diag_msg: family, state, timer, retrans (4),
+    # the socket's id (48), expires (4), rqueue
+    return struct.unpack_from("=I", reply, 16 + 4 + 48 + 4)[0]
+
+
+class QueueSampler(threading.Thread):
+    """What waits unread in the sockets of the connections to a server's
+    port: the bytes in the server's receive queues (requests it has not read
+    yet) and in the client's (replies it has not read yet), whatever the
+    server.  After a delay (the ramp) the connections are found in
+    /proc/net/tcp; then each socket's queue is asked for by its addresses
+    (sock_diag, a lookup in the kernel's hash), about every QUEUE_SAMPLE_S
+    at random moments, until the run ends.  (Reading /proc/net/tcp at each
+    sample would not do: it walks the whole hash, 1.3 ms of CPU on this
+    machine with nothing preemptible in it, and stalls the client and the
+    server it is sampling.)"""
+
+    def __init__(self, port, delay):
+        super().__init__(daemon=True)
+        self.port = port
+        self.delay = delay
+        self.done = threading.Event()
+        self.n = self.server_bytes = self.client_bytes = 0
+
+    def run(self):
+        if self.done.wait(self.delay):
+            return
+        conns = []
+        while not conns and not self.done.wait(0.05):
+            conns = [(srv, diag_request(*ends)) for srv, ends in tcp_connections(self.port)]
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as nl:
+            while conns and not self.done.is_set():
+                srv = cli = 0
+                for is_server, req in conns:
+                    nl.send(req)
+                    q = diag_rqueue(nl.recv(4096))
+                    if q is None:           # the run is ending
+                        return
+                    if is_server:
+                        srv += q
+                    else:
+                        cli += q
+                self.n += 1
+                self.server_bytes += srv
+                self.client_bytes += cli
+                # at random moments, not in step with anything periodic (the
+                # disk here stalls every 100 ms at times)
+                self.done.wait(random.uniform(0.5, 1.5) * QUEUE_SAMPLE_S)
+
+    def finish(self, job, iops):
+        """(server, client): the mean time in µs a request waited in the
+        server's socket and its reply in the client's (Little's law: the
+        mean number waiting over the rate), or (None, None) without
+        samples."""
+        self.done.set()
+        if self.ident is not None:
+            self.join()
+        if self.n == 0 or not iops:
+            return None, None
+        req, rep = message_sizes(job)
+        return (self.server_bytes / self.n / req / iops * 1e6,
+                self.client_bytes / self.n / rep / iops * 1e6)
+
+
 def cmd_run(args):
     targets = {t["name"]: t for t in read_targets(args.targets)}
     if args.target not in targets:
@@ -357,14 +496,20 @@ def cmd_run(args):
     if pid is not None:
         c0 = proc_cpu_ticks(pid)
     s0 = server_counts(t["stats"])
+    port = nbd_port(t["where"]) if t["kind"] == "nbd" else None
+    sampler = QueueSampler(port, 0 if qemu else args.ramp) if port else None
     m0 = machine_busy_ticks()
     k0 = children_cpu_s()
     w0 = time.monotonic()
+    if sampler:
+        sampler.start()
     if qemu:
         secs = qemu_bench(t, args.job, count, 120 + 20 * args.runtime)
     else:
         res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     w1 = time.monotonic()
+    if sampler:
+        sampler.done.set()
     k1 = children_cpu_s()
     m1 = machine_busy_ticks()
     if pid is not None:
@@ -396,6 +541,8 @@ def cmd_run(args):
         rec.update(st)
         rec["fio_cpu_s_per_s"] = st["fio_cpu_pct_per_job"] / 100.0 * conns
     rec["wall_s"] = wall
+    rec["server_queue_us"], rec["client_queue_us"] = (sampler.finish(args.job, st["iops"])
+                                                      if sampler else (None, None))
     # the ramp's requests are in it too; a mean over both
     rec["server_time_us"] = ((s1[1] - s0[1]) / (s1[0] - s0[0])
                              if s0 and s1 and s1[0] > s0[0] else None)
@@ -422,6 +569,9 @@ def cmd_run(args):
     if rec["server_time_us"] is not None:
         lat += " (mean %s us, %s in the server)" % (fmt(st["mean_lat_us"]),
                                                     fmt(rec["server_time_us"]))
+    if rec["server_queue_us"] is not None:
+        lat += " (queued: %s us at the server, %s at the client)" % (
+            fmt(rec["server_queue_us"]), fmt(rec["client_queue_us"]))
     print("  %-24s %-14s %9.0f IOPS %8.1f MiB/s  p50 %7s us  p99 %7s us  %s"
           "  server CPU %s s/s  machine busy %.2f CPUs"
           % (args.job, t["name"], st["iops"], st["mib_s"], fmt(st["p50_us"]),
@@ -644,15 +794,17 @@ def table_columns(job):
     """The columns of a job's table: (header, a row's cell).  The fio jobs
     show fio's completion and total latency percentiles and fio's CPU, the
     qemu-* jobs the mean latency and qemu-img's CPU."""
-    inside = ("µs in server", lambda r: fmt(r.get("server_time_us"), 1))
+    inside = [("µs in server", lambda r: fmt(r.get("server_time_us"), 1)),
+              ("µs queued at server", lambda r: fmt(r.get("server_queue_us"), 1)),
+              ("µs queued at client", lambda r: fmt(r.get("client_queue_us"), 1))]
     if is_qemu_job(job):
-        lat = [("mean lat µs", lambda r: fmt(r.get("mean_lat_us"), 1)), inside]
+        lat = [("mean lat µs", lambda r: fmt(r.get("mean_lat_us"), 1))] + inside
         client = ("qemu-img CPU s/s", lambda r: fmt(r.get("client_cpu_s_per_s"), 2))
     else:
         lat = [("p50 µs", lambda r: fmt(r["p50_us"], 1)),
                ("p99 µs", lambda r: fmt(r["p99_us"], 1)),
                ("lat p50 µs", lambda r: fmt(r.get("lat_p50_us"), 1)),
-               ("lat mean µs", lambda r: fmt(r.get("mean_lat_us"), 1)), inside]
+               ("lat mean µs", lambda r: fmt(r.get("mean_lat_us"), 1))] + inside
         client = ("fio CPU s/s", lambda r: fmt(r["fio_cpu_s_per_s"], 2))
     return ([("target", lambda r: r["target"]),
              ("IOPS", lambda r: fmt(r["iops"])),
@@ -771,9 +923,15 @@ def write_docs(path, info, settings, targets, tables, goals_md):
     L.append("the disk, and an NBD client's is sending the request); lat mean is its mean;")
     L.append("µs in server is the mean time a request spent inside blockd, from its")
     L.append("arrival to its answer, by blockd's own count (`GET /v1/volumes/NAME/stats`,")
-    L.append("the ramp's requests included; a write's payload arriving counted in it):")
-    L.append("the rest of lat mean is the client's and the wire's (n/a: a server that")
-    L.append("does not count);")
+    L.append("the ramp's requests included; a write's payload arriving counted in it;")
+    L.append("n/a: a server that does not count); µs queued at server is the mean time a")
+    L.append("request waited, received and unread, in the server's socket (before \"µs in")
+    L.append("server\" begins; a write's payload still there after its header was read counts in")
+    L.append("both), and µs queued at client the time its reply waited unread in the")
+    L.append("client's, for any server: the bytes waiting in each socket of the")
+    L.append("connections, read with sock_diag about every 5 ms after the ramp, over a")
+    L.append("request's and a reply's bytes on the wire, over IOPS (Little's law); what")
+    L.append("lat mean has beyond these three is the client's own time and the wire's;")
     L.append("server CPU s/s is the server process's utime+stime (all threads, from")
     L.append("`/proc/PID/stat`) over the fio run divided by its wall time (ramp and")
     L.append("connection setup included); IOs per server CPU-s = IOPS / server CPU s/s;")

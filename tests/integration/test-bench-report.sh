@@ -175,9 +175,9 @@ qrec qemu-read-4k-qd16 nbdkit-null 1 50000 320
 "$PY" fio-jobs/bench-report.py report --targets "$T/targets.tsv" --runs "$R" \
     --json "$T/results4.json" >"$T/out4" || fail "report with qemu-img runs failed"
 sed -n '/^### qemu-read-4k-qd16$/,/^### /p' "$T/out4" >"$T/qtable"
-grep -q '^| target | IOPS | IOPS, lowest–highest round | MiB/s | mean lat µs | µs in server | server CPU s/s | IOs per server CPU-s | qemu-img CPU s/s |' "$T/qtable" \
+grep -q '^| target | IOPS | IOPS, lowest–highest round | MiB/s | mean lat µs | µs in server | µs queued at server | µs queued at client | server CPU s/s | IOs per server CPU-s | qemu-img CPU s/s |' "$T/qtable" \
     || fail "the qemu-img job's table has the wrong columns: $(cat "$T/qtable")"
-grep -qF '| blockd | 25,000 | 20,000–30,000 | 117.2 | 666.6 | n/a | 0.50 | 60,000 | 0.80 | 1.50 | – | 0.50× | – |' "$T/qtable" \
+grep -qF '| blockd | 25,000 | 20,000–30,000 | 117.2 | 666.6 | n/a | n/a | n/a | 0.50 | 60,000 | 0.80 | 1.50 | – | 0.50× | – |' "$T/qtable" \
     || fail "the qemu-img job's blockd row: $(cat "$T/qtable")"
 sed -n '/^### goals/,$p' "$T/out4" | diff "$T/goals" - || fail "qemu-img runs changed the goals"
 
@@ -238,13 +238,64 @@ r = json.load(open(sys.argv[1] + "/randwrite-4k-qd1.real.r1.json"))
 assert r["iops"] > 0 and 0 < r["server_time_us"] < r["mean_lat_us"], r
 b = json.load(open(sys.argv[1] + "/randwrite-4k-qd1.blind.r1.json"))
 assert b["iops"] > 0 and b["server_time_us"] is None, b
+# the sockets are sampled whatever the server counts; at QD1 at most one
+# request or its reply waits at a time, so the two together take no more
+# than a request'"'"'s share of the run (1/IOPS)
+for x in (r, b):
+    sq, cq = x["server_queue_us"], x["client_queue_us"]
+    assert sq is not None and cq is not None and sq >= 0 and cq >= 0, x
+    assert sq + cq <= 1e6 / x["iops"] * 1.001, x
 ' "$R2" || fail "the time in blockd: $(cat "$R2"/randwrite-4k-qd1.*.r1.json)"
 "$PY" fio-jobs/bench-report.py report --targets "$T/real.tsv" --runs "$R2" \
     --json "$T/results5.json" >"$T/out5" || fail "report of the blockd runs failed"
-grep -q '^| target | IOPS | .* | lat mean µs | µs in server | server CPU s/s ' "$T/out5" \
+grep -q '^| target | IOPS | .* | lat mean µs | µs in server | µs queued at server | µs queued at client | server CPU s/s ' "$T/out5" \
     || fail "no µs in server column: $(cat "$T/out5")"
 grep -Eq '^\| real \|.* \| [0-9.,]+ \| [0-9.,]+ \| [0-9.]+ \| [0-9,]+ \|' "$T/out5" \
     || fail "the real row: $(cat "$T/out5")"
-grep -Eq '^\| blind \|.* \| n/a \| [0-9.]+ \| [0-9,]+ \|' "$T/out5" \
+grep -Eq '^\| blind \|.* \| n/a \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9,]+ \|' "$T/out5" \
     || fail "the blind row: $(cat "$T/out5")"
+
+# What waits in the sockets, counted exactly: a client sends 10 read
+# requests' worth of bytes that the server does not read, the server 3 read
+# replies' worth that the client does not read; the sampler finds the
+# connection by the server's port and reads each socket's queue, and at
+# 100k IOPS of 4k reads that is 100 µs queued at the server and 30 µs at
+# the client (Little's law).
+"$PY" - fio-jobs/bench-report.py <<'EOF' || fail "the socket queue sampler"
+import importlib.util, socket, sys, time
+spec = importlib.util.spec_from_file_location("bench_report", sys.argv[1])
+br = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(br)
+assert br.nbd_port("nbd://127.0.0.1:10809/bench") == 10809
+assert br.nbd_port("nbd://127.0.0.1:2/") == 2
+assert br.nbd_port("nbd+unix:///bench?socket=/tmp/s") is None
+assert br.message_sizes("randread-4k-qd32") == (28, 4124)
+assert br.message_sizes("seqwrite-128k-qd8") == (28 + 131072, 16)
+req, rep = br.message_sizes("randrw-4k-70-30-qd16")
+assert abs(req - (28 + 0.3 * 4096)) < 1e-6 and abs(rep - (0.7 * 4124 + 0.3 * 16)) < 1e-6
+ls = socket.socket()
+ls.bind(("127.0.0.1", 0))
+ls.listen(1)
+port = ls.getsockname()[1]
+cli = socket.create_connection(("127.0.0.1", port))
+srv, _ = ls.accept()
+cli.sendall(b"q" * 280)
+srv.sendall(b"r" * (3 * 4124))
+sides = [server for server, _ in br.tcp_connections(port)]
+assert sorted(sides) == [False, True], sides
+s = br.QueueSampler(port, 0)
+s.start()
+for _ in range(200):
+    if s.n >= 20:
+        break
+    time.sleep(0.01)
+sq, cq = s.finish("randread-4k-qd32", 100000.0)
+assert s.n >= 20, vars(s)
+assert s.server_bytes == 280 * s.n and s.client_bytes == 3 * 4124 * s.n, vars(s)
+assert abs(sq - 100.0) < 1e-6 and abs(cq - 30.0) < 1e-6, (sq, cq)
+# another port's connections are not taken
+other = port + 1 if port < 65535 else port - 1
+assert not any(port in (a[1], b[1]) for _, (a, b) in br.tcp_connections(other))
+assert br.QueueSampler(port, 0).finish("randread-4k-qd32", 1.0) == (None, None)
+EOF
 echo "bench report goals ok"
