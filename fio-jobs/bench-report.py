@@ -413,17 +413,18 @@ class QueueSampler(threading.Thread):
     """What waits unread in the sockets of the connections to a server's
     port: the bytes in the server's receive queues (requests it has not read
     yet) and in the client's (replies it has not read yet), whatever the
-    server.  After a delay (the ramp) the connections are found in
-    /proc/net/tcp; then each socket's queue is asked for by its addresses
+    server.  After a delay (the ramp) the client's nconns connections are
+    found in /proc/net/tcp; then each socket's queue is asked for by its addresses
     (sock_diag, a lookup in the kernel's hash), about every QUEUE_SAMPLE_S
     at random moments, until the run ends.  (Reading /proc/net/tcp at each
     sample would not do: it walks the whole hash, 1.3 ms of CPU on this
     machine with nothing preemptible in it, and stalls the client and the
     server it is sampling.)"""
 
-    def __init__(self, port, delay):
+    def __init__(self, port, nconns, delay):
         super().__init__(daemon=True)
         self.port = port
+        self.nconns = nconns
         self.delay = delay
         self.done = threading.Event()
         self.n = self.server_bytes = self.client_bytes = 0
@@ -432,7 +433,7 @@ class QueueSampler(threading.Thread):
         if self.done.wait(self.delay):
             return
         conns = []
-        while not conns and not self.done.wait(0.05):
+        while len(conns) < 2 * self.nconns and not self.done.wait(0.05):
             conns = [(srv, diag_request(*ends)) for srv, ends in tcp_connections(self.port)]
         with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as nl:
             while conns and not self.done.is_set():
@@ -497,7 +498,7 @@ def cmd_run(args):
         c0 = proc_cpu_ticks(pid)
     s0 = server_counts(t["stats"])
     port = nbd_port(t["where"]) if t["kind"] == "nbd" else None
-    sampler = QueueSampler(port, 0 if qemu else args.ramp) if port else None
+    sampler = QueueSampler(port, conns, 0 if qemu else args.ramp) if port else None
     m0 = machine_busy_ticks()
     k0 = children_cpu_s()
     w0 = time.monotonic()

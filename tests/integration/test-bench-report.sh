@@ -283,7 +283,7 @@ cli.sendall(b"q" * 280)
 srv.sendall(b"r" * (3 * 4124))
 sides = [server for server, _ in br.tcp_connections(port)]
 assert sorted(sides) == [False, True], sides
-s = br.QueueSampler(port, 0)
+s = br.QueueSampler(port, 1, 0)
 s.start()
 for _ in range(200):
     if s.n >= 20:
@@ -296,6 +296,6 @@ assert abs(sq - 100.0) < 1e-6 and abs(cq - 30.0) < 1e-6, (sq, cq)
 # another port's connections are not taken
 other = port + 1 if port < 65535 else port - 1
 assert not any(port in (a[1], b[1]) for _, (a, b) in br.tcp_connections(other))
-assert br.QueueSampler(port, 0).finish("randread-4k-qd32", 1.0) == (None, None)
+assert br.QueueSampler(port, 1, 0).finish("randread-4k-qd32", 1.0) == (None, None)
 EOF
 echo "bench report goals ok"
