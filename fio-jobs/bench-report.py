@@ -336,8 +336,13 @@ def server_counts(url):
 # NBD messages on the wire, to count what waits in a socket: a request is a
 # 28-byte header (a write's data follows it); the reply to a write is a
 # simple reply (16 bytes), to a read a structured data chunk (a 20-byte
-# header and an 8-byte offset before the data).  A server that answers a
-# read in several chunks sends a few bytes more, which this leaves out.
+# header and an 8-byte offset before the data).  That is what the clients
+# here negotiate (structured replies, no extended headers) and what the
+# servers send for data; a read of a hole answered with a 32-byte hole chunk
+# would count as far fewer replies, which is why every bench volume is
+# written (blockd-unwritten sends zeros as data).  A read answered in
+# several chunks sends a few bytes more, which this leaves out.  For the
+# mixed job the sizes are means over its mix.
 NBD_REQUEST_LEN = 28
 NBD_SIMPLE_REPLY_LEN = 16
 NBD_READ_CHUNK_LEN = 28
@@ -414,12 +419,14 @@ class QueueSampler(threading.Thread):
     port: the bytes in the server's receive queues (requests it has not read
     yet) and in the client's (replies it has not read yet), whatever the
     server.  After a delay (the ramp) the client's nconns connections are
-    found in /proc/net/tcp; then each socket's queue is asked for by its addresses
-    (sock_diag, a lookup in the kernel's hash), about every QUEUE_SAMPLE_S
-    at random moments, until the run ends.  (Reading /proc/net/tcp at each
-    sample would not do: it walks the whole hash, 1.3 ms of CPU on this
-    machine with nothing preemptible in it, and stalls the client and the
-    server it is sampling.)"""
+    found in /proc/net/tcp; then each socket's queue is asked for by its
+    addresses (sock_diag, a lookup in the kernel's hash), about every
+    QUEUE_SAMPLE_S at random moments, until the run ends.  Bytes a sender
+    holds back because the receiver's window is full are not counted (on
+    loopback the receive buffers grow to megabytes).  (Reading
+    /proc/net/tcp at each sample would not do: it walks the whole hash, 1.3
+    ms of CPU on this machine with nothing preemptible in it, and stalls the
+    client and the server it is sampling.)"""
 
     def __init__(self, port, nconns, delay):
         super().__init__(daemon=True)
@@ -572,7 +579,7 @@ def cmd_run(args):
                                                     fmt(rec["server_time_us"]))
     if rec["server_queue_us"] is not None:
         lat += " (queued: %s us at the server, %s at the client)" % (
-            fmt(rec["server_queue_us"]), fmt(rec["client_queue_us"]))
+            fmt(rec["server_queue_us"], 1), fmt(rec["client_queue_us"], 1))
     print("  %-24s %-14s %9.0f IOPS %8.1f MiB/s  p50 %7s us  p99 %7s us  %s"
           "  server CPU %s s/s  machine busy %.2f CPUs"
           % (args.job, t["name"], st["iops"], st["mib_s"], fmt(st["p50_us"]),
