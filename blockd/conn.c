@@ -142,6 +142,7 @@ struct blk_conn {
   uint8_t *rbuf;
   size_t rpos, rlen;
   bool recv_armed, recv_direct, send_armed;
+  bool recv_next;               /* the next header's recv, linked behind a payload's */
   bool big_writes;              /* the last request was a WRITE of >= DIRECT_MIN bytes */
   bool eof;                     /* the client shut its side: read no more, finish rbuf */
   struct blk_req *payload_req;  /* a WRITE still receiving its payload */
@@ -402,7 +403,7 @@ drain (struct blk_conn *c, const char *why)
   log_debug ("connection %s: draining: %s", c->peer, why);
   c->state = CONN_DRAINING;
   ra_drop_all (c);
-  if (c->recv_armed)
+  if (c->recv_armed || c->recv_next)
     shutdown (c->fd, SHUT_RD);    /* recv_done drops a payload it was reading */
   else
     drop_payload (c);             /* nothing more is read */
@@ -472,7 +473,7 @@ maybe_free (struct blk_conn *c)
 {
   if (c->state != CONN_DRAINING && c->state != CONN_DEAD)
     return;
-  if (c->recv_armed || c->send_armed || c->inflight || c->dirty)
+  if (c->recv_armed || c->recv_next || c->send_armed || c->inflight || c->dirty)
     return;
   if (c->state == CONN_DRAINING && (c->sendq_head || c->hsout.len))
     return;
@@ -1536,10 +1537,30 @@ process_input (struct blk_conn *c)
   }
 }
 
+/* The receive of a payload's last bytes is followed, in the kernel, by the
+ * receive of the next request's header, linked to it: when the payload
+ * completes, the header (if the client has sent it) completes with it, and
+ * the loop's turn that writes this payload also receives the next one's,
+ * instead of a turn for the payload and one more for the header.  A short
+ * payload receive breaks the link, and the header's is cancelled. */
+static void
+link_next_header (struct blk_conn *c, struct io_uring_sqe *payload)
+{
+  if (c->state != CONN_TRANSMISSION || io_uring_sq_space_left (&c->loop->ring) == 0)
+    return;
+  struct io_uring_sqe *sqe = io_uring_get_sqe (&c->loop->ring);
+  payload->flags |= IOSQE_IO_LINK;
+  c->rpos = 0;                    /* rlen is 0: nothing is moved */
+  io_uring_prep_recv (sqe, c->fd, c->rbuf, NBD_REQUEST_LEN, 0);
+  io_uring_sqe_set_data64 (sqe, (uint64_t) (uintptr_t) c | TAG_RECV_NEXT);
+  c->recv_next = true;
+}
+
 static void
 arm_recv (struct blk_conn *c)
 {
-  if (c->recv_armed || (c->state != CONN_HANDSHAKE && c->state != CONN_TRANSMISSION))
+  if (c->recv_armed || c->recv_next
+      || (c->state != CONN_HANDSHAKE && c->state != CONN_TRANSMISSION))
     return;
   if (atomic_load (&c->kicked)) {
     drain (c, "volume deleted");
@@ -1565,6 +1586,8 @@ arm_recv (struct blk_conn *c)
       want = q->piece_len - q->payload_got % q->piece_len;
     io_uring_prep_recv (sqe, c->fd, (char *) q->buf + q->payload_got, want, MSG_WAITALL);
     c->recv_direct = true;
+    if (want == q->r.length - q->payload_got)
+      link_next_header (c, sqe);
   }
   else {
     if (c->rpos) {
@@ -1594,9 +1617,24 @@ arm_recv (struct blk_conn *c)
 }
 
 void
-blk_conn_recv_done (struct blk_conn *c, int res)
+blk_conn_recv_done (struct blk_conn *c, int res, bool next)
 {
-  c->recv_armed = false;
+  bool direct = !next && c->recv_direct;
+  if (next) {
+    c->recv_next = false;
+    if (res == -ECANCELED) {      /* the payload's receive was short */
+      if (c->state == CONN_DEAD)
+        drop_payload (c);
+      else
+        arm_recv (c);
+      if (c->state == CONN_DRAINING)
+        drop_payload (c);
+      maybe_free (c);
+      return;
+    }
+  }
+  else
+    c->recv_armed = false;
   if (c->state == CONN_DEAD) {
     drop_payload (c);
     maybe_free (c);
@@ -1626,7 +1664,7 @@ blk_conn_recv_done (struct blk_conn *c, int res)
     maybe_free (c);
     return;
   }
-  if (c->recv_direct) {
+  if (direct) {
     struct blk_req *q = c->payload_req;
     q->payload_got += (uint32_t) res;
     /* draining, a write whose payload is whole is still written */

@@ -61,6 +61,7 @@ enum {
   TAG_SEND = 4,      /* struct blk_conn */
   TAG_WAKE = 5,      /* struct blk_loop: eventfd readable */
   TAG_TIMER = 6,     /* struct blk_loop: periodic tick */
+  TAG_RECV_NEXT = 7, /* struct blk_conn: a header's recv linked behind a payload's */
 };
 #define TAG_MASK 7ULL
 
@@ -144,7 +145,7 @@ void blk_buf_put (struct blk_loop *l, void *buf, size_t cap);
 
 /* ---- conn.c: one NBD connection ------------------------------------------- */
 void blk_conn_start (struct blk_loop *l, int fd);
-void blk_conn_recv_done (struct blk_conn *c, int res);
+void blk_conn_recv_done (struct blk_conn *c, int res, bool next);
 void blk_conn_send_done (struct blk_conn *c, int res);
 void blk_conn_flush (struct blk_conn *c);     /* start sending queued replies */
 void blk_conn_stop (struct blk_conn *c);      /* shutting down: finish and close */

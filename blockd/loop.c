@@ -619,7 +619,8 @@ loop_main (void *arg)
       switch (ud & TAG_MASK) {
       case TAG_VOL:    vol_io_cqe (&l->vctx, cqe); io_seen = true; break;
       case TAG_ACCEPT: on_accept (l, p, cqe->res); break;
-      case TAG_RECV:   blk_conn_recv_done (p, cqe->res); io_seen = true; break;
+      case TAG_RECV:   blk_conn_recv_done (p, cqe->res, false); io_seen = true; break;
+      case TAG_RECV_NEXT: blk_conn_recv_done (p, cqe->res, true); io_seen = true; break;
       case TAG_SEND:   blk_conn_send_done (p, cqe->res); io_seen = true; break;
       case TAG_WAKE:
         drain_inbox (l);

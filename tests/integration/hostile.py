@@ -364,6 +364,85 @@ def case_vanish_mid_payload(a):
     c.close()
 
 
+def case_vanish_in_last_piece(a):
+    """The client goes away in the last part of a large WRITE's payload, the
+    part whose receive the next header's is linked behind: the connection is
+    closed, and the server goes on serving others."""
+    c = Conn(a.host, a.port)
+    c.start()
+    c.go(a.volume)
+    c.request(WRITE, 0, 128 << 10, payload=b"\x35" * ((128 << 10) - 1000))
+    c.close()
+    c = Conn(a.host, a.port)
+    c.start()
+    c.go(a.volume)
+    ck = c.request(READ, 0, 4096)
+    assert c.result(ck, 4096)[0] == 0
+    c.request(DISC)
+    c.expect_closed(what="NBD_CMD_DISC")
+
+
+def answers(c, reads):
+    """Replies in any order until every cookie of reads ({cookie: read
+    length}) is answered: {cookie: (error, data)}."""
+    got = {}
+    while len(got) < len(reads):
+        magic = struct.unpack(">I", c.rx(4))[0]
+        if magic == SIMPLE_MAGIC:
+            err, ck = struct.unpack(">IQ", c.rx(12))
+            assert ck in reads and ck not in got, f"reply to cookie {ck}"
+            got[ck] = (err, c.rx(reads[ck]) if err == 0 else b"")
+            continue
+        assert magic == STRUCT_MAGIC, f"reply magic {magic:#x}"
+        flags, typ, ck, ln = struct.unpack(">HHQI", c.rx(16))
+        assert ck in reads and ck not in got, f"reply to cookie {ck}"
+        body = c.rx(ln)
+        err, data = got.pop(-ck, (0, b""))
+        if typ & (1 << 15):
+            err = struct.unpack(">I", body[:4])[0]
+        elif typ == 1:
+            data += body[8:]
+        if flags & 1:
+            got[ck] = (err, data)
+        else:
+            got[-ck] = (err, data)       # more chunks to come
+    return got
+
+
+def case_large_writes_in_a_row(a):
+    """Large WRITEs sent back to back, with small requests between them and
+    a payload that comes in two parts: every request is answered, and what
+    was written reads back.  A large WRITE and nothing after it is answered
+    too: the receive of a next header behind it holds nothing up."""
+    c = Conn(a.host, a.port)
+    c.start()
+    c.go(a.volume)
+    K = 1024
+    writes = [(0, 128 * K, 0x41), (128 * K, 4 * K, 0x42), (132 * K, 256 * K, 0x43),
+              (388 * K, 68 * K, 0x44), (456 * K, 192 * K, 0x45)]
+    reads, out = {}, b""
+    for i, (off, ln, b) in enumerate(writes):
+        c.cookie += 1
+        reads[c.cookie] = 0
+        out += struct.pack(">IHHQQI", REQ_MAGIC, 0, WRITE, c.cookie, off, ln) + bytes([b]) * ln
+        if i == 1:
+            c.cookie += 1
+            reads[c.cookie] = 0
+            out += struct.pack(">IHHQQI", REQ_MAGIC, 0, FLUSH, c.cookie, 0, 0)
+    c.tx(out[:200 * K])
+    time.sleep(0.2)
+    c.tx(out[200 * K:])
+    assert all(e == 0 for e, _ in answers(c, reads).values()), "a write failed"
+    ck = c.request(WRITE, 648 * K, 128 * K, payload=b"\x46" * (128 * K))
+    assert c.result(ck) == (0, b""), "a large WRITE alone"
+    ck = c.request(READ, 0, 776 * K)
+    err, data = c.result(ck, 776 * K)
+    want = b"".join(bytes([b]) * ln for _, ln, b in writes) + b"\x46" * (128 * K)
+    assert err == 0 and data == want, "the writes do not read back"
+    c.request(DISC)
+    c.expect_closed(what="NBD_CMD_DISC")
+
+
 def case_bad_request_magic(a):
     """A request with a bad magic: the stream is out of sync, hard disconnect."""
     c = Conn(a.host, a.port)
