@@ -1542,7 +1542,10 @@ process_input (struct blk_conn *c)
  * completes, the header (if the client has sent it) completes with it, and
  * the loop's turn that writes this payload also receives the next one's,
  * instead of a turn for the payload and one more for the header.  A short
- * payload receive breaks the link, and the header's is cancelled. */
+ * payload receive breaks the link, and the header's is cancelled.  The
+ * kernel posts the payload's completion before it starts the header's
+ * receive, and the loop reaps in ring order, so recv_done sees the
+ * payload's first (or the cancel in either order). */
 static void
 link_next_header (struct blk_conn *c, struct io_uring_sqe *payload)
 {
@@ -1622,7 +1625,15 @@ blk_conn_recv_done (struct blk_conn *c, int res, bool next)
   bool direct = !next && c->recv_direct;
   if (next) {
     c->recv_next = false;
-    if (res == -ECANCELED) {      /* the payload's receive was short */
+    if (res != -ECANCELED && c->recv_armed) {
+      /* The header's receive ran before the payload's was over: only if
+       * the kernel submitted the two apart (no memory for a request).  The
+       * stream is out of order; the write was not acknowledged. */
+      conn_fail (c, "receive: a linked receive completed out of order");
+      maybe_free (c);
+      return;
+    }
+    if (res == -ECANCELED) {      /* the link failed: the payload came short */
       if (c->state == CONN_DEAD)
         drop_payload (c);
       else

@@ -364,6 +364,48 @@ def case_vanish_mid_payload(a):
     c.close()
 
 
+def answers(c, reads):
+    """Replies in any order until every cookie of reads ({cookie: read
+    length}) is answered: {cookie: (error, data)}; a read's data chunks
+    are put in place by their offsets."""
+    done, partial = {}, {}
+    while len(done) < len(reads):
+        magic = struct.unpack(">I", c.rx(4))[0]
+        if magic == SIMPLE_MAGIC:
+            err, ck = struct.unpack(">IQ", c.rx(12))
+            assert ck in reads and ck not in done, f"reply to cookie {ck}"
+            done[ck] = (err, c.rx(reads[ck]) if err == 0 else b"")
+            continue
+        assert magic == STRUCT_MAGIC, f"reply magic {magic:#x}"
+        flags, typ, ck, ln = struct.unpack(">HHQI", c.rx(16))
+        assert ck in reads and ck not in done, f"reply to cookie {ck}"
+        body = c.rx(ln)
+        err, chunks = partial.pop(ck, (0, []))
+        if typ & (1 << 15):
+            err = struct.unpack(">I", body[:4])[0]
+        elif typ == 1:                           # OFFSET_DATA
+            chunks.append((struct.unpack(">Q", body[:8])[0], body[8:]))
+        elif typ == 2:                           # OFFSET_HOLE: reads as zeros
+            off, n = struct.unpack(">QI", body[:12])
+            chunks.append((off, bytes(n)))
+        if flags & 1:
+            done[ck] = (err, b"".join(d for _, d in sorted(chunks)))
+        else:
+            partial[ck] = (err, chunks)
+    return done
+
+
+PRIMED = 832 << 10
+
+
+def prime(c):
+    """A large WRITE answered: blockd now reads the connection's next
+    header on its own, behind that payload, so that the next large WRITE's
+    payload goes straight into its buffer, with the header after it linked."""
+    ck = c.request(WRITE, PRIMED, 128 << 10, payload=b"\x30" * (128 << 10))
+    assert c.result(ck) == (0, b""), "a large WRITE"
+
+
 def case_vanish_in_last_piece(a):
     """The client goes away in the last part of a large WRITE's payload, the
     part whose receive the next header's is linked behind: the connection is
@@ -371,6 +413,7 @@ def case_vanish_in_last_piece(a):
     c = Conn(a.host, a.port)
     c.start()
     c.go(a.volume)
+    prime(c)
     c.request(WRITE, 0, 128 << 10, payload=b"\x35" * ((128 << 10) - 1000))
     c.close()
     c = Conn(a.host, a.port)
@@ -382,33 +425,6 @@ def case_vanish_in_last_piece(a):
     c.expect_closed(what="NBD_CMD_DISC")
 
 
-def answers(c, reads):
-    """Replies in any order until every cookie of reads ({cookie: read
-    length}) is answered: {cookie: (error, data)}."""
-    got = {}
-    while len(got) < len(reads):
-        magic = struct.unpack(">I", c.rx(4))[0]
-        if magic == SIMPLE_MAGIC:
-            err, ck = struct.unpack(">IQ", c.rx(12))
-            assert ck in reads and ck not in got, f"reply to cookie {ck}"
-            got[ck] = (err, c.rx(reads[ck]) if err == 0 else b"")
-            continue
-        assert magic == STRUCT_MAGIC, f"reply magic {magic:#x}"
-        flags, typ, ck, ln = struct.unpack(">HHQI", c.rx(16))
-        assert ck in reads and ck not in got, f"reply to cookie {ck}"
-        body = c.rx(ln)
-        err, data = got.pop(-ck, (0, b""))
-        if typ & (1 << 15):
-            err = struct.unpack(">I", body[:4])[0]
-        elif typ == 1:
-            data += body[8:]
-        if flags & 1:
-            got[ck] = (err, data)
-        else:
-            got[-ck] = (err, data)       # more chunks to come
-    return got
-
-
 def case_large_writes_in_a_row(a):
     """Large WRITEs sent back to back, with small requests between them and
     a payload that comes in two parts: every request is answered, and what
@@ -417,6 +433,7 @@ def case_large_writes_in_a_row(a):
     c = Conn(a.host, a.port)
     c.start()
     c.go(a.volume)
+    prime(c)
     K = 1024
     writes = [(0, 128 * K, 0x41), (128 * K, 4 * K, 0x42), (132 * K, 256 * K, 0x43),
               (388 * K, 68 * K, 0x44), (456 * K, 192 * K, 0x45)]
@@ -429,10 +446,16 @@ def case_large_writes_in_a_row(a):
             c.cookie += 1
             reads[c.cookie] = 0
             out += struct.pack(">IHHQQI", REQ_MAGIC, 0, FLUSH, c.cookie, 0, 0)
+            c.cookie += 1
+            reads[c.cookie] = 128 * K
+            primed = c.cookie
+            out += struct.pack(">IHHQQI", REQ_MAGIC, 0, READ, c.cookie, PRIMED, 128 * K)
     c.tx(out[:200 * K])
     time.sleep(0.2)
     c.tx(out[200 * K:])
-    assert all(e == 0 for e, _ in answers(c, reads).values()), "a write failed"
+    got = answers(c, reads)
+    assert all(e == 0 for e, _ in got.values()), "a request failed"
+    assert got[primed][1] == b"\x30" * (128 * K), "the READ between the writes"
     ck = c.request(WRITE, 648 * K, 128 * K, payload=b"\x46" * (128 * K))
     assert c.result(ck) == (0, b""), "a large WRITE alone"
     ck = c.request(READ, 0, 776 * K)
