@@ -53,7 +53,8 @@ int blk_resolve (const char *hostport, struct addrinfo **out, char *err, size_t 
 
 /* ---- loop.c: one io_uring event loop per thread --------------------------- */
 uint64_t blk_now_ns (void);        /* CLOCK_MONOTONIC */
-/* user_data tags (low 3 bits; every pointer we submit is 8-aligned) */
+/* user_data tags (low 3 bits; every pointer we submit is 8-aligned).  All
+ * eight values are taken (0 is a nop): another tag needs 16-aligned owners. */
 enum {
   TAG_VOL = 1,       /* volume/ owns it: vol_io_cqe */
   TAG_ACCEPT = 2,    /* struct blk_listener */
