@@ -1625,21 +1625,18 @@ blk_conn_recv_done (struct blk_conn *c, int res, bool next)
   bool direct = !next && c->recv_direct;
   if (next) {
     c->recv_next = false;
-    if (res != -ECANCELED && c->recv_armed) {
+    if (res == -ECANCELED) {      /* the link failed: the payload came short */
+      arm_recv (c);               /* the rest of it, unless the connection is closing */
+      if (c->state != CONN_TRANSMISSION)
+        drop_payload (c);
+      maybe_free (c);
+      return;
+    }
+    if (c->recv_armed) {
       /* The header's receive ran before the payload's was over: only if
        * the kernel submitted the two apart (no memory for a request).  The
        * stream is out of order; the write was not acknowledged. */
       conn_fail (c, "receive: a linked receive completed out of order");
-      maybe_free (c);
-      return;
-    }
-    if (res == -ECANCELED) {      /* the link failed: the payload came short */
-      if (c->state == CONN_DEAD)
-        drop_payload (c);
-      else
-        arm_recv (c);
-      if (c->state == CONN_DRAINING)
-        drop_payload (c);
       maybe_free (c);
       return;
     }
