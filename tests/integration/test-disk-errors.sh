@@ -76,6 +76,37 @@ h.pwrite(b"d" * 4096, 8192)
 assert time.monotonic() - t >= 0.3, "the write was not held"
 assert h.pread(4096, 8192) == b"d" * 4096'
 grep -q "next 1 pool write operations wait 300 ms" "$T/blockd.log" || fail "the delay was not logged"
+# reads done are answered while others of the same client are still on
+# the disk: with 16 in flight the loop waits for a batch of completions,
+# and 2 quick reads must not wait for 14 slow ones (3 s) to make up the
+# batch, nor for the loop's once-a-second timer (a wait of over 1 s)
+nbdsh -u "$(uri e2)" -c '
+for i in range(16):
+    h.pwrite(bytes([65 + i]) * 4096, i * 4194304)
+h.flush()'
+api POST /v1/debug/faults '{"volume": "e2", "op": "read", "delay_ms": 3000, "count": 14}'
+expect 204 "a delay for 14 reads"
+nbdsh -u "$(uri e2)" -c '
+import time
+bufs = [nbd.Buffer(4096) for i in range(16)]
+t = time.monotonic()
+slow = [h.aio_pread(bufs[i], i * 4194304) for i in range(14)]
+while time.monotonic() - t < 0.2:      # blockd takes them and they wait
+    h.poll(20)
+quick = [h.aio_pread(bufs[i], i * 4194304) for i in range(14, 16)]
+done = []
+while len(done) < 2:
+    h.poll(-1)
+    done = [c for c in quick if c in done or h.aio_command_completed(c)]
+waited = time.monotonic() - t
+assert waited < 1 and h.aio_in_flight() == 14, \
+    "the quick reads were held %.2f s while 14 slow ones were on the disk" % waited
+while h.aio_in_flight() > 0:
+    h.poll(-1)
+for c in slow:
+    assert h.aio_command_completed(c)
+for i in range(16):
+    assert bufs[i].to_bytearray() == bytes([65 + i]) * 4096, i'
 for body in '{"op": "write", "delay_ms": 0}' '{"op": "write", "delay_ms": 10001}' \
             '{"op": "write", "delay_ms": 10, "error": "EIO"}' '{"op": "flush", "delay_ms": 10}' \
             '{"op": "write", "delay_ms": null}' '{"op": "write", "delay_ms": "10"}'; do
