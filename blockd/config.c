@@ -52,9 +52,10 @@ static const struct setting settings[] = {
     "(lower latency at queue depth 1; 0: always sleep; an idle loop sleeps)" },
   { "batch-us", T_INT, S (batch_us), 0, 10000, "50",
     "while a single connection has many requests in flight on a loop, the loop waits for a "
-    "batch of completions (a quarter of them): for as long as the disk owes them, or else "
-    "this many microseconds before it takes what has come (fewer wake-ups and disk "
-    "notifications per request; 0: take the first; the minimum wait needs Linux 6.12)" },
+    "batch of completions (a quarter of them): while the disk owes them all, for them (at "
+    "most 10 ms), or else this many microseconds before it takes what has come (fewer "
+    "wake-ups and disk notifications per request; 0: no batches, take the first; needs "
+    "Linux 6.12)" },
   { "handshake-timeout", T_INT, S (handshake_timeout), 1, 3600, "30",
     "seconds a client may take to finish the NBD handshake" },
   { "hole-replies", T_INT, S (hole_replies), 0, 1, "1",

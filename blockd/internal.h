@@ -97,8 +97,7 @@ struct blk_loop {
   uint64_t last_io_ns;            /* when a data-path completion was last seen */
   uint64_t turn_ns;               /* when this turn's completions were taken */
   bool taskrun_flag;              /* IORING_SETUP_TASKRUN_FLAG: poll_events works */
-  bool ext_wait;                  /* IORING_FEAT_EXT_ARG: batch_wait works */
-  bool min_timeout;               /* IORING_FEAT_MIN_TIMEOUT: ...with a minimum wait too */
+  bool min_timeout;               /* IORING_FEAT_MIN_TIMEOUT: batch_wait works */
   bool poll_pays;                 /* the last poll, or sleep, ended within poll_us */
   /* Does polling bring the next event sooner on this host?  Waits where
    * the loop may poll are timed both ways now and then (poll_mode). */

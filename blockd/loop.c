@@ -200,19 +200,24 @@ flush_sq (struct io_uring *ring)
  * the wait costs little throughput.  At 4k QD32 (5 rounds): IOPS +10%
  * reads, +20% writes, IOs per server CPU-second +21% and +52%.
  *
- * When the disk owes the loop at least that many completions, the wait
- * asks for them and for nothing sooner: the batch comes as fast as the
- * disk gives it.  Otherwise it takes what has come after batch_us (the
- * kernel's minimum wait, IORING_ENTER_EXT_ARG's min_wait_usec, Linux
- * 6.12), or, if nothing has, the first to come, since the rest may be the
- * client's next requests.  The minimum wait costs a timer, due in 50 µs,
+ * The batch may be the disk's completions alone: when the loop has at
+ * least that many pool operations in flight, and none of its requests is
+ * at the sync thread or parked (those come back through the inbox), the
+ * wait asks for the batch and for nothing sooner.  Otherwise it takes
+ * what has come after batch_us (the kernel's minimum wait,
+ * IORING_ENTER_EXT_ARG's min_wait_usec, Linux 6.12), or, if nothing has,
+ * the first to come, since the rest may be the client's next requests or
+ * a flush coming back.  The minimum wait costs a timer due in 50 µs,
  * armed and cancelled at each wait that sleeps, and on a VM programming
- * the timer is a VM exit each time.  Waiting only for the disk's
- * completions, 4k QD32 writes made 1.21× the IOs per server CPU-second in
- * 12 of 12 rounds; reads were even (docs/BENCHMARKS.md, twenty-sixth
- * pass).  That wait has a backstop, for a disk that stops answering, due
- * later than the scheduler's next tick, so that it seldom reprograms the
- * timer: completions already in are held at most that long.
+ * the timer is a VM exit each time.  With the disk's completions ending
+ * the wait, 4k QD32 writes made 1.21x the IOs per server CPU-second in 12
+ * of 12 rounds; reads were even (docs/BENCHMARKS.md, twenty-sixth pass).
+ * Meanwhile a new request, a connection handed over, or a stop waits for
+ * the batch too: for a few disk completions on a healthy disk, and at most
+ * BATCH_BACKSTOP_NS if the operations in flight are slow (a copy for a
+ * snapshot, an injected delay) or the disk stops answering.  The backstop
+ * is due after the scheduler's next tick (every 4 ms at HZ=250), so its
+ * timer is seldom the one the hardware is programmed for.
  *
  * It is for one busy connection: where several share the loop, their
  * requests and completions already come together, and the wait only
@@ -220,9 +225,8 @@ flush_sq (struct io_uring *ring)
  * over 2 loops: -4% IOPS and fewer IOs per CPU-second with it, +3% and +7%
  * IOPS once it stood aside; docs/BENCHMARKS.md, fourteenth and fifteenth
  * passes).  Large requests come in rounds (inflight_large) and are not
- * held back.  liburing 2.3 (Debian 12) has no call for a wait with a
- * timeout that does not also submit through liburing's own path and know
- * the minimum wait, so this one makes the io_uring_enter itself. */
+ * held back.  liburing 2.3 (Debian 12) has no call that passes a minimum
+ * wait, so this one makes the io_uring_enter itself. */
 #define BATCH_MIN_INFLIGHT 8
 #define BATCH_MAX 8
 #define BATCH_BACKSTOP_NS (10 * 1000 * 1000)
@@ -230,7 +234,7 @@ flush_sq (struct io_uring *ring)
 static bool
 batch_may (const struct blk_loop *l)
 {
-  return blk_cfg.batch_us > 0 && l->ext_wait && l->inflight >= BATCH_MIN_INFLIGHT
+  return blk_cfg.batch_us > 0 && l->min_timeout && l->inflight >= BATCH_MIN_INFLIGHT
          && l->busy_conns == 1 && !inflight_large (l);
 }
 
@@ -238,13 +242,11 @@ static int
 batch_wait (struct blk_loop *l)
 {
   unsigned nr = l->inflight / 4 < BATCH_MAX ? l->inflight / 4 : BATCH_MAX;
-  bool owed = l->vctx.inflight >= nr;
-  if (!owed && !l->min_timeout)
-    return io_uring_submit_and_wait (&l->ring, 1);
+  bool disk_only = l->vctx.inflight >= nr && l->vctx.away == 0;
   struct __kernel_timespec ts = { .tv_sec = 1 };   /* then -ETIME: the loop goes round */
   struct io_uring_getevents_arg arg = { .sigmask_sz = _NSIG / 8,
                                         .ts = (uint64_t) (uintptr_t) &ts };
-  if (owed)
+  if (disk_only)
     ts = (struct __kernel_timespec) { .tv_nsec = BATCH_BACKSTOP_NS };
   else
     arg.GETEVENTS_MIN_WAIT = (unsigned) blk_cfg.batch_us;
@@ -254,7 +256,7 @@ batch_wait (struct blk_loop *l)
   if (r == -EINVAL) {
     log_error ("loop %d: the kernel refused a batched wait; waiting for each completion",
                l->index);
-    l->ext_wait = false;
+    l->min_timeout = false;
     r = io_uring_submit_and_wait (&l->ring, 1);
   }
   return r;
@@ -268,7 +270,7 @@ static int
 sleep_events (struct blk_loop *l)
 {
   if (batch_may (l))
-    return batch_wait (l);        /* (not timed: it waits batch_us on purpose) */
+    return batch_wait (l);        /* (not timed: it waits for a batch on purpose) */
   if (blk_cfg.poll_us <= 0 || !l->taskrun_flag)
     return io_uring_submit_and_wait (&l->ring, 1);
   uint64_t t0 = blk_now_ns ();
@@ -721,12 +723,10 @@ ring_init (struct blk_loop *l)
     r = io_uring_queue_init_params (RING_ENTRIES, &l->ring, &p);
     if (r == 0) {
       l->taskrun_flag = (p.flags & IORING_SETUP_TASKRUN_FLAG) != 0;
-      l->ext_wait = (p.features & IORING_FEAT_EXT_ARG) && sq_array_identity (&l->ring);
-      l->min_timeout = l->ext_wait && (p.features & IORING_FEAT_MIN_TIMEOUT);
+      l->min_timeout = (p.features & IORING_FEAT_MIN_TIMEOUT) && sq_array_identity (&l->ring);
       if (l->index == 0)
-        log_debug ("io_uring set up with flags 0x%x%s%s", p.flags,
-                   l->ext_wait ? ", completions batched" : "",
-                   l->min_timeout ? ", with a minimum wait" : "");
+        log_debug ("io_uring set up with flags 0x%x%s", p.flags,
+                   l->min_timeout ? ", completions batched" : "");
       return 0;
     }
     if (r != -EINVAL)

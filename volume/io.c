@@ -380,6 +380,7 @@ static int
 park (struct vol_io *io, struct vol_io **list)
 {
   io->phase = PH_PARKED;
+  io->ctx->away++;
   io->next = NULL;
   while (*list)
     list = &(*list)->next;
@@ -999,6 +1000,7 @@ finish_io (struct vol_io *io)
   bool fua = (io->flags & VOL_F_FUA) && io->op != VOL_OP_READ;
   if (io->result == 0 && fua) {
     io->phase = PH_SYNC;
+    io->ctx->away++;
     sync_enqueue (st, io);
   }
 }
@@ -1125,6 +1127,7 @@ io_start (struct vol_io *io)
   switch (io->op) {
   case VOL_OP_FLUSH:
     io->phase = PH_SYNC;
+    io->ctx->away++;
     sync_enqueue (io->vol->st, io);
     return 0;
   case VOL_OP_READ:
@@ -1167,6 +1170,7 @@ vol_io_submit (struct vol_io *io)
 void
 vol_io_resume (struct vol_io *io)
 {
+  io->ctx->away--;
   if (io->phase == PH_PARKED) {
     if (vol_io_submit (io) == 1)
       io->done (io);

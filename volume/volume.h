@@ -261,6 +261,8 @@ struct vol_ioctx {
                              allocation ahead): a loop must not exit before
                              this is 0 */
   unsigned inflight;      /* the data path's pool SQEs queued or in flight */
+  unsigned away;          /* ios at the sync thread or parked: each comes back
+                             through post */
   /* set by vol_ioctx_register: the pool is registered file 0 of ring, and
    * data buffers inside [fixed_base, fixed_base + fixed_len) are in its
    * registered buffer 0 */

@@ -307,6 +307,8 @@ t_close_store (void)
   t_settle (20);
   /* a count left over would keep every later read waiting for the batch */
   cr_assert_eq (t_ctx.inflight, 0, "%u pool SQEs still counted in flight", t_ctx.inflight);
+  cr_assert_eq (t_ctx.away, 0, "%u requests still counted at the sync thread or parked",
+                t_ctx.away);
   vol_store_close (t_st);
   t_st = NULL;
 }
