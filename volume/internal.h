@@ -258,6 +258,8 @@ void store_gc_if_needed (struct vol_store *st);
 /* sync.c */
 int sync_start (struct vol_store *st);
 void sync_stop (struct vol_store *st);
+/* On io's own thread: io goes to the sync thread, counted in io->ctx->away
+ * until vol_io_resume takes it back. */
 void sync_enqueue (struct vol_store *st, struct vol_io *io);
 int sync_now (struct vol_store *st);
 /* Make the metadata log (RocksDB WAL) durable, not the pool.  0 or -EIO. */

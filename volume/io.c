@@ -1000,7 +1000,6 @@ finish_io (struct vol_io *io)
   bool fua = (io->flags & VOL_F_FUA) && io->op != VOL_OP_READ;
   if (io->result == 0 && fua) {
     io->phase = PH_SYNC;
-    io->ctx->away++;
     sync_enqueue (st, io);
   }
 }
@@ -1127,7 +1126,6 @@ io_start (struct vol_io *io)
   switch (io->op) {
   case VOL_OP_FLUSH:
     io->phase = PH_SYNC;
-    io->ctx->away++;
     sync_enqueue (io->vol->st, io);
     return 0;
   case VOL_OP_READ:

@@ -92,6 +92,7 @@ sync_main (void *arg)
 void
 sync_enqueue (struct vol_store *st, struct vol_io *io)
 {
+  io->ctx->away++;              /* on io's own thread, until vol_io_resume */
   io->next = NULL;
   pthread_mutex_lock (&st->sync_lock);
   if (st->sync_tail)
