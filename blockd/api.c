@@ -171,7 +171,8 @@ volume_json (const struct vol_info *vi)
 }
 
 /* A volume's I/O statistics (vol_stats_add): per kind of request, the
- * requests answered, bytes, errors and the microseconds they took. */
+ * requests answered, bytes, errors, the microseconds they took and the
+ * part of those spent on the store. */
 static json_object *
 stats_json (const struct vol_info *vi, const struct vol_stats *st)
 {
@@ -186,6 +187,8 @@ stats_json (const struct vol_info *vi, const struct vol_stats *st)
     json_object_object_add (c, "bytes", json_object_new_int64 ((int64_t) n->bytes));
     json_object_object_add (c, "errors", json_object_new_int64 ((int64_t) n->errors));
     json_object_object_add (c, "time_us", json_object_new_int64 ((int64_t) (n->time_ns / 1000)));
+    json_object_object_add (c, "storage_time_us",
+                            json_object_new_int64 ((int64_t) (n->storage_ns / 1000)));
     json_object_object_add (o, vol_stat_kind_name (k), c);
   }
   return o;

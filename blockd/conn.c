@@ -77,6 +77,7 @@ struct blk_req {
   uint32_t payload_got;
   size_t charged;               /* bytes counted in conn->inflight_bytes */
   uint64_t t0;                  /* the loop's turn_ns when it arrived (or was claimed) */
+  uint64_t t_store;             /* ...when it went to the store (store_since; 0: not yet) */
   /* A large write is written in pieces as its payload arrives, a large
    * read sent in pieces as they are read (piece_len != 0): piece 0 is io,
    * the others pieces[]. */
@@ -605,7 +606,8 @@ count_answer (struct blk_conn *c, const struct blk_req *q, bool failed)
     return;
   uint64_t now = blk_now_ns ();
   vol_stats_add (c->vol, (unsigned) c->loop->index, k, q->r.length,
-                 now > q->t0 ? now - q->t0 : 0, failed);
+                 now > q->t0 ? now - q->t0 : 0,
+                 q->t_store && now > q->t_store ? now - q->t_store : 0, failed);
 }
 
 /* Encode the reply to q: res is 0 or -errno from the volume, nbd_err an
@@ -710,6 +712,15 @@ hole_replies (const struct blk_conn *c)
   return c->sess.structured && blk_cfg.hole_replies;
 }
 
+/* q now waits for the store (its time there is counted from its first
+ * handing over, whatever is handed over again). */
+static void
+store_since (struct blk_conn *c, struct blk_req *q)
+{
+  if (q->t_store == 0)
+    q->t_store = c->loop->turn_ns;
+}
+
 static void
 execute (struct blk_conn *c, struct blk_req *q)
 {
@@ -743,6 +754,7 @@ execute (struct blk_conn *c, struct blk_req *q)
   io->buf = q->buf;
   io->done = io_done;
   io->opaque = q;
+  store_since (c, q);
   if (vol_io_submit (io) == 1)
     req_done (c, q);
 }
@@ -879,6 +891,7 @@ start_piece (struct blk_conn *c, struct blk_req *q)
   io->buf = (char *) q->buf + q->submitted;
   io->done = piece_done;
   io->opaque = q;
+  store_since (c, q);
   q->submitted += io->length;
   q->pieces_out++;
   if (vol_io_submit (io) == 1) {
@@ -961,6 +974,7 @@ req_get (struct blk_conn *c, const struct nbd_request *r)
   }
   q->charged = need;
   q->t0 = c->loop->turn_ns;
+  q->t_store = 0;
   if (c->inflight++ == c->ra_parked)
     c->loop->busy_conns++;
   c->loop->inflight++;
@@ -1199,6 +1213,7 @@ ra_claim (struct blk_conn *c, const struct nbd_request *r)
     c->ra_reqs--;
     q->r = *r;
     q->t0 = c->loop->turn_ns;
+    q->t_store = q->ra_ready ? 0 : q->t0;   /* until its read is done */
     q->ra = RA_CLAIMED;
     if (q->ra_ready) {          /* answered now, else when its read is done */
       ra_park (c, q, false);
@@ -1221,6 +1236,7 @@ ra_claim (struct blk_conn *c, const struct nbd_request *r)
   while (*w)
     w = &(*w)->next;
   *w = p;
+  store_since (c, p);
   return st;
 }
 

@@ -18,24 +18,28 @@ enum { READ, WRITE, FLUSH, TRIM, ZERO, NKINDS };
 static const char *const kinds[NKINDS] = { "read", "write", "flush", "trim", "zero" };
 
 struct sample {
-  uint64_t n[NKINDS][4];        /* ops, bytes, errors, time_us */
+  uint64_t n[NKINDS][5];        /* ops, bytes, errors, time_us, storage_time_us */
   char id[64], since[32];       /* whose counts, counted since when */
   double t;                     /* CLOCK_MONOTONIC seconds when read */
 };
 
 /* Read the counters of a stats object into *s.  Returns false if one is
- * missing or not a count. */
+ * missing or not a count (storage_time_us may be missing: a blockd from
+ * before it counts 0). */
 static bool
 parse_sample (struct json_object *j, struct sample *s)
 {
-  static const char *const fields[4] = { "ops", "bytes", "errors", "time_us" };
+  static const char *const fields[5] = { "ops", "bytes", "errors", "time_us", "storage_time_us" };
   for (unsigned k = 0; k < NKINDS; k++) {
-    struct json_object *o;
+    struct json_object *o, *x;
     if (!json_object_object_get_ex (j, kinds[k], &o))
       return false;
-    for (unsigned f = 0; f < 4; f++)
-      if (!ctl_json_u64 (o, fields[f], &s->n[k][f]))
+    for (unsigned f = 0; f < 5; f++) {
+      s->n[k][f] = 0;
+      if ((f < 4 || json_object_object_get_ex (o, fields[f], &x))
+          && !ctl_json_u64 (o, fields[f], &s->n[k][f]))
         return false;
+    }
   }
   struct json_object *v;
   snprintf (s->id, sizeof s->id, "%s",
@@ -55,7 +59,7 @@ continues (const struct sample *a, const struct sample *b)
   if (strcmp (a->id, b->id) || strcmp (a->since, b->since))
     return false;
   for (unsigned k = 0; k < NKINDS; k++)
-    for (unsigned f = 0; f < 4; f++)
+    for (unsigned f = 0; f < 5; f++)
       if (b->n[k][f] < a->n[k][f])
         return false;
   return true;
@@ -90,14 +94,17 @@ print_totals (struct json_object *j, const struct sample *s)
   struct json_object *v;
   const char *name = json_object_object_get_ex (j, "name", &v) ? json_object_get_string (v) : "?";
   printf ("volume: %s\nsince: %s\n", name, s->since);
-  printf ("%-6s %12s %10s %8s %14s\n", "kind", "requests", "bytes", "errors", "avg latency");
+  printf ("%-6s %12s %10s %8s %14s %14s\n", "kind", "requests", "bytes", "errors", "avg latency",
+          "on the store");
   for (unsigned k = 0; k < NKINDS; k++) {
-    char b[32], lat[32] = "-";
+    char b[32], lat[32] = "-", st[32] = "-";
     const uint64_t *n = s->n[k];
-    if (n[0])
+    if (n[0]) {
       snprintf (lat, sizeof lat, "%.0f us", (double) n[3] / (double) n[0]);
-    printf ("%-6s %12llu %10s %8llu %14s\n", kinds[k], (unsigned long long) n[0],
-            k == FLUSH ? "-" : size_format (n[1], b, sizeof b), (unsigned long long) n[2], lat);
+      snprintf (st, sizeof st, "%.0f us", (double) n[4] / (double) n[0]);
+    }
+    printf ("%-6s %12llu %10s %8llu %14s %14s\n", kinds[k], (unsigned long long) n[0],
+            k == FLUSH ? "-" : size_format (n[1], b, sizeof b), (unsigned long long) n[2], lat, st);
   }
 }
 
@@ -111,11 +118,13 @@ rate (const struct sample *a, const struct sample *b, unsigned k, unsigned f)
   return dt > 0 ? (double) (b->n[k][f] - a->n[k][f]) / dt : 0;
 }
 
+/* The average of counter f (time_us, storage_time_us) per request of
+ * kind k over the interval from a to b. */
 static double
-latency_us (const struct sample *a, const struct sample *b, unsigned k)
+latency_us (const struct sample *a, const struct sample *b, unsigned k, unsigned f)
 {
   uint64_t ops = b->n[k][0] - a->n[k][0];
-  return ops ? (double) (b->n[k][3] - a->n[k][3]) / (double) ops : 0;
+  return ops ? (double) (b->n[k][f] - a->n[k][f]) / (double) ops : 0;
 }
 
 static double
@@ -140,7 +149,9 @@ print_rates (const struct ctl_globals *g, const struct sample *a, const struct s
       json_object_object_add (c, "bytes_per_second", json_object_new_double (rate (a, b, k, 1)));
       json_object_object_add (c, "errors",
                               json_object_new_int64 ((int64_t) (b->n[k][2] - a->n[k][2])));
-      json_object_object_add (c, "latency_us", json_object_new_double (latency_us (a, b, k)));
+      json_object_object_add (c, "latency_us", json_object_new_double (latency_us (a, b, k, 3)));
+      json_object_object_add (c, "storage_latency_us",
+                              json_object_new_double (latency_us (a, b, k, 4)));
       json_object_object_add (o, kinds[k], c);
     }
     json_object_object_add (o, "in_flight", json_object_new_double (in_flight (a, b)));
@@ -148,10 +159,12 @@ print_rates (const struct ctl_globals *g, const struct sample *a, const struct s
     json_object_put (o);
   }
   else
-    printf ("%9.0f %8.1f %8.0f %9.0f %8.1f %8.0f %7.0f %8.0f %7.0f %8.2f\n",
-            rate (a, b, READ, 0), rate (a, b, READ, 1) / 1048576, latency_us (a, b, READ),
-            rate (a, b, WRITE, 0), rate (a, b, WRITE, 1) / 1048576, latency_us (a, b, WRITE),
-            rate (a, b, FLUSH, 0), latency_us (a, b, FLUSH),
+    printf ("%9.0f %8.1f %8.0f %8.0f %9.0f %8.1f %8.0f %8.0f %7.0f %8.0f %7.0f %8.2f\n",
+            rate (a, b, READ, 0), rate (a, b, READ, 1) / 1048576, latency_us (a, b, READ, 3),
+            latency_us (a, b, READ, 4),
+            rate (a, b, WRITE, 0), rate (a, b, WRITE, 1) / 1048576, latency_us (a, b, WRITE, 3),
+            latency_us (a, b, WRITE, 4),
+            rate (a, b, FLUSH, 0), latency_us (a, b, FLUSH, 3),
             rate (a, b, TRIM, 0) + rate (a, b, ZERO, 0), in_flight (a, b));
   fflush (stdout);
 }
@@ -209,8 +222,8 @@ ctl_cmd_volume_stats (const struct ctl_globals *g, int argc, char **argv)
     json_object_put (j);
   }
   if (r == CTL_EXIT_OK && interval && !g->json)
-    printf ("%9s %8s %8s %9s %8s %8s %7s %8s %7s %8s\n", "r/s", "rMiB/s", "r_lat_us",
-            "w/s", "wMiB/s", "w_lat_us", "f/s", "f_lat_us", "d/s", "inflight");
+    printf ("%9s %8s %8s %8s %9s %8s %8s %8s %7s %8s %7s %8s\n", "r/s", "rMiB/s", "r_lat_us",
+            "r_st_us", "w/s", "wMiB/s", "w_lat_us", "w_st_us", "f/s", "f_lat_us", "d/s", "inflight");
   for (long long i = 0; r == CTL_EXIT_OK && interval && (!count || i < (long long) times); i++) {
     struct timespec ts = { (time_t) every, (long) ((every - (double) (time_t) every) * 1e9) };
     while (nanosleep (&ts, &ts) < 0 && errno == EINTR)

@@ -129,6 +129,7 @@ GOALS = [
 ]
 
 METRICS = ["iops", "mib_s", "p50_us", "p99_us", "lat_p50_us", "mean_lat_us", "server_time_us",
+           "storage_time_us",
            "server_queue_us", "client_queue_us",
            "server_cpu_s_per_s", "ios_per_server_cpu_s", "fio_cpu_s_per_s",
            "client_cpu_s_per_s", "machine_cpu_busy_s_per_s"]
@@ -320,16 +321,19 @@ STAT_KINDS = ("read", "write", "flush", "trim", "zero")
 
 
 def server_counts(url):
-    """(requests, microseconds inside the server) from a blockd volume's
-    stats, summed over the kinds; None if the server has no such counts (a
-    build from before them)."""
+    """(requests, microseconds inside the server, microseconds of those on
+    its store) from a blockd volume's stats, summed over the kinds; None if
+    the server has no such counts (a build from before them; the third
+    alone is None from a build that counted time but not the store's)."""
     if url is None:
         return None
     try:
         with urllib.request.urlopen(url, timeout=10) as f:
             j = json.load(f)
-        return (sum(j[k]["ops"] for k in STAT_KINDS), sum(j[k]["time_us"] for k in STAT_KINDS))
-    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        store = [j[k].get("storage_time_us") for k in STAT_KINDS]
+        return (sum(j[k]["ops"] for k in STAT_KINDS), sum(j[k]["time_us"] for k in STAT_KINDS),
+                None if None in store else sum(store))
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -554,6 +558,9 @@ def cmd_run(args):
     # the ramp's requests are in it too; a mean over both
     rec["server_time_us"] = ((s1[1] - s0[1]) / (s1[0] - s0[0])
                              if s0 and s1 and s1[0] > s0[0] else None)
+    rec["storage_time_us"] = ((s1[2] - s0[2]) / (s1[0] - s0[0])
+                              if rec["server_time_us"] is not None and s0[2] is not None
+                              and s1[2] is not None else None)
     # every CPU of the machine, busy (not idle or iowait): client, server,
     # kernel threads, interrupts, and whatever else runs (noise)
     rec["machine_cpu_busy_s_per_s"] = (m1[0] - m0[0]) / tck / wall
@@ -575,8 +582,8 @@ def cmd_run(args):
     lat = ("lat p50 %7s us" % fmt(st["lat_p50_us"]) if not qemu
            else "mean lat %6s us" % fmt(st["mean_lat_us"]))
     if rec["server_time_us"] is not None:
-        lat += " (mean %s us, %s in the server)" % (fmt(st["mean_lat_us"]),
-                                                    fmt(rec["server_time_us"]))
+        lat += " (mean %s us, %s in the server, %s of them on its store)" % (
+            fmt(st["mean_lat_us"]), fmt(rec["server_time_us"]), fmt(rec["storage_time_us"]))
     if rec["server_queue_us"] is not None:
         lat += " (queued: %s us at the server, %s at the client)" % (
             fmt(rec["server_queue_us"], 1), fmt(rec["client_queue_us"], 1))
@@ -803,6 +810,7 @@ def table_columns(job):
     show fio's completion and total latency percentiles and fio's CPU, the
     qemu-* jobs the mean latency and qemu-img's CPU."""
     inside = [("µs in server", lambda r: fmt(r.get("server_time_us"), 1)),
+              ("µs on its store", lambda r: fmt(r.get("storage_time_us"), 1)),
               ("µs queued at server", lambda r: fmt(r.get("server_queue_us"), 1)),
               ("µs queued at client", lambda r: fmt(r.get("client_queue_us"), 1))]
     if is_qemu_job(job):
@@ -932,7 +940,10 @@ def write_docs(path, info, settings, targets, tables, goals_md):
     L.append("µs in server is the mean time a request spent inside blockd, from its")
     L.append("arrival to its answer, by blockd's own count (`GET /v1/volumes/NAME/stats`,")
     L.append("the ramp's requests included; a write's payload arriving counted in it;")
-    L.append("n/a: a server that does not count); µs queued at server is the mean time a")
+    L.append("n/a: a server that does not count); µs on its store is the part of it from the")
+    L.append("request's handing to blockd's store (a write's payload whole, or its first")
+    L.append("piece) to its answer (disk, kernel and the loop's turn; 0 for one answered")
+    L.append("without the store); µs queued at server is the mean time a")
     L.append("request waited, received and unread, in the server's socket (before \"µs in")
     L.append("server\" begins; a write's payload still there after its header was read counts in")
     L.append("both), and µs queued at client the time its reply waited unread in the")

@@ -13,7 +13,7 @@
  * adds the slots up.  The adds are atomic all the same, for threads that
  * share a slot. */
 struct stat_slot {
-  _Atomic uint64_t n[VOL_STAT_KINDS][4];   /* ops, bytes, errors, time_ns */
+  _Atomic uint64_t n[VOL_STAT_KINDS][5];   /* ops, bytes, errors, time_ns, storage_ns */
 };
 #define SLOT_SIZE ((sizeof (struct stat_slot) + 63) & ~(size_t) 63)
 
@@ -41,7 +41,7 @@ stats_init (struct volume *v)
     return -ENOMEM;
   for (unsigned i = 0; i < VOL_STAT_SLOTS; i++)
     for (unsigned k = 0; k < VOL_STAT_KINDS; k++)
-      for (unsigned j = 0; j < 4; j++)
+      for (unsigned j = 0; j < 5; j++)
         atomic_init (&slot_of (v, i)->n[k][j], 0);
   v->stats_since = time (NULL);
   return 0;
@@ -56,7 +56,7 @@ stats_free (struct volume *v)
 
 void
 vol_stats_add (struct volume *v, unsigned slot, enum vol_stat_kind k, uint64_t bytes,
-               uint64_t ns, bool failed)
+               uint64_t ns, uint64_t storage_ns, bool failed)
 {
   if ((unsigned) k >= VOL_STAT_KINDS)
     return;
@@ -67,6 +67,7 @@ vol_stats_add (struct volume *v, unsigned slot, enum vol_stat_kind k, uint64_t b
   else
     atomic_fetch_add_explicit (&n[1], bytes, memory_order_relaxed);
   atomic_fetch_add_explicit (&n[3], ns, memory_order_relaxed);
+  atomic_fetch_add_explicit (&n[4], storage_ns, memory_order_relaxed);
 }
 
 void
@@ -81,6 +82,7 @@ stats_sum (struct volume *v, struct vol_stats *out)
       out->kind[k].bytes += atomic_load_explicit (&n[1], memory_order_relaxed);
       out->kind[k].errors += atomic_load_explicit (&n[2], memory_order_relaxed);
       out->kind[k].time_ns += atomic_load_explicit (&n[3], memory_order_relaxed);
+      out->kind[k].storage_ns += atomic_load_explicit (&n[4], memory_order_relaxed);
     }
 }
 

@@ -213,14 +213,19 @@ bool vol_written_since (struct volume *v, uint64_t offset, uint32_t length, uint
  * requests answered, by kind, with their bytes, how many failed, and the
  * time from each one's arrival to its answer (summed, so that its change
  * over an interval divided by the interval is the average number in
- * flight).  blockd counts them as it answers; they start at zero when the
- * volume is loaded (the daemon's start) or created. */
+ * flight), and the part of that time each spent on the store: from the
+ * request's handing to the store (the whole payload in, or the first of
+ * its pieces) to its answer; 0 for one answered without it.  The rest is
+ * the wait for a write's payload and for the loop to take the request up.
+ * blockd counts them as it answers; they start at zero when the volume is
+ * loaded (the daemon's start) or created. */
 enum vol_stat_kind {
   VOL_STAT_READ, VOL_STAT_WRITE, VOL_STAT_FLUSH, VOL_STAT_TRIM, VOL_STAT_ZERO,
   VOL_STAT_KINDS
 };
 struct vol_stat_count {
   uint64_t ops, bytes, errors, time_ns;
+  uint64_t storage_ns;                    /* the part of time_ns spent on the store */
 };
 struct vol_stats {
   int64_t since;                          /* unix seconds: counting began */
@@ -232,7 +237,7 @@ const char *vol_stat_kind_name (enum vol_stat_kind k);   /* "read", "write", ...
  * line (the others share counters, atomically). */
 #define VOL_STAT_SLOTS 8
 void vol_stats_add (struct volume *v, unsigned slot, enum vol_stat_kind k, uint64_t bytes,
-                    uint64_t ns, bool failed);
+                    uint64_t ns, uint64_t storage_ns, bool failed);
 /* The volume's counts, and its info.  Returns 0 or -ENOENT (message in err). */
 int vol_stats_get (struct vol_store *st, const char *name_or_id, struct vol_info *info,
                    struct vol_stats *out, char *err, size_t errlen);

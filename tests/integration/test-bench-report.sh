@@ -175,9 +175,9 @@ qrec qemu-read-4k-qd16 nbdkit-null 1 50000 320
 "$PY" fio-jobs/bench-report.py report --targets "$T/targets.tsv" --runs "$R" \
     --json "$T/results4.json" >"$T/out4" || fail "report with qemu-img runs failed"
 sed -n '/^### qemu-read-4k-qd16$/,/^### /p' "$T/out4" >"$T/qtable"
-grep -q '^| target | IOPS | IOPS, lowest–highest round | MiB/s | mean lat µs | µs in server | µs queued at server | µs queued at client | server CPU s/s | IOs per server CPU-s | qemu-img CPU s/s |' "$T/qtable" \
+grep -q '^| target | IOPS | IOPS, lowest–highest round | MiB/s | mean lat µs | µs in server | µs on its store | µs queued at server | µs queued at client | server CPU s/s | IOs per server CPU-s | qemu-img CPU s/s |' "$T/qtable" \
     || fail "the qemu-img job's table has the wrong columns: $(cat "$T/qtable")"
-grep -qF '| blockd | 25,000 | 20,000–30,000 | 117.2 | 666.6 | n/a | n/a | n/a | 0.50 | 60,000 | 0.80 | 1.50 | – | 0.50× | – |' "$T/qtable" \
+grep -qF '| blockd | 25,000 | 20,000–30,000 | 117.2 | 666.6 | n/a | n/a | n/a | n/a | 0.50 | 60,000 | 0.80 | 1.50 | – | 0.50× | – |' "$T/qtable" \
     || fail "the qemu-img job's blockd row: $(cat "$T/qtable")"
 sed -n '/^### goals/,$p' "$T/out4" | diff "$T/goals" - || fail "qemu-img runs changed the goals"
 
@@ -236,8 +236,10 @@ done
 import json, sys
 r = json.load(open(sys.argv[1] + "/randwrite-4k-qd1.real.r1.json"))
 assert r["iops"] > 0 and 0 < r["server_time_us"] < r["mean_lat_us"], r
+# each write went to the store, for part of its time in the server
+assert 0 < r["storage_time_us"] <= r["server_time_us"], r
 b = json.load(open(sys.argv[1] + "/randwrite-4k-qd1.blind.r1.json"))
-assert b["iops"] > 0 and b["server_time_us"] is None, b
+assert b["iops"] > 0 and b["server_time_us"] is None and b["storage_time_us"] is None, b
 # the sockets are sampled whatever the server counts; at QD1 at most one
 # request or its reply waits at a time, so the two together take no more
 # than a request'"'"'s share of the run (1/IOPS)
@@ -248,11 +250,11 @@ for x in (r, b):
 ' "$R2" || fail "the time in blockd: $(cat "$R2"/randwrite-4k-qd1.*.r1.json)"
 "$PY" fio-jobs/bench-report.py report --targets "$T/real.tsv" --runs "$R2" \
     --json "$T/results5.json" >"$T/out5" || fail "report of the blockd runs failed"
-grep -q '^| target | IOPS | .* | lat mean µs | µs in server | µs queued at server | µs queued at client | server CPU s/s ' "$T/out5" \
+grep -q '^| target | IOPS | .* | lat mean µs | µs in server | µs on its store | µs queued at server | µs queued at client | server CPU s/s ' "$T/out5" \
     || fail "no µs in server column: $(cat "$T/out5")"
-grep -Eq '^\| real \|.* \| [0-9.,]+ \| [0-9.,]+ \| [0-9.]+ \| [0-9,]+ \|' "$T/out5" \
+grep -Eq '^\| real \|.* \| [0-9.,]+ \| [0-9.,]+ \| [0-9.,]+ \| [0-9.]+ \| [0-9,]+ \|' "$T/out5" \
     || fail "the real row: $(cat "$T/out5")"
-grep -Eq '^\| blind \|.* \| n/a \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9,]+ \|' "$T/out5" \
+grep -Eq '^\| blind \|.* \| n/a \| n/a \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9,]+ \|' "$T/out5" \
     || fail "the blind row: $(cat "$T/out5")"
 
 # What waits in the sockets, counted exactly: a client sends 10 read

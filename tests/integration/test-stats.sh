@@ -5,11 +5,13 @@
 # error if it failed, on every path a request takes (whole, in pieces,
 # answered from read-ahead, refused); BLOCK_STATUS is not I/O;
 # a snapshot's export counts apart from its volume; two loops add up; the
-# counts start again with the daemon.
+# part of a request's time spent on the store leaves out a payload's
+# arrival and takes in a slow disk's; the counts start again with the
+# daemon.
 . "$(dirname "$0")/lib.sh"
 need nbdsh curl
 
-LOG_LEVEL=debug start_blockd --threads 2
+LOG_LEVEL=debug start_blockd --threads 2 --fault-injection 1
 ctl volume create v --size 64M >/dev/null
 ctl volume create idle --size 16M >/dev/null
 
@@ -26,8 +28,10 @@ stats v
 jcheck "j['name'] == 'v' and len(j['id']) == 36 and j['since'].endswith('Z')" "identity"
 for k in read write flush trim zero; do
     count $k 0 0 0
-    jcheck "j['$k']['time_us'] == 0" "$k time"
+    jcheck "j['$k']['time_us'] == 0 and j['$k']['storage_time_us'] == 0" "$k time"
 done
+# within: each kind's time on the store is part of its time in blockd
+within="all(j[k]['storage_time_us'] <= j[k]['time_us'] for k in ('read', 'write', 'flush', 'trim', 'zero'))"
 
 echo "one of each kind, and a BLOCK_STATUS (no I/O)"
 nbdsh -u "$(uri v)" -c '
@@ -49,6 +53,8 @@ count flush 1 0 0
 count trim 1 65536 0
 count zero 1 8192 0
 jcheck "j['write']['time_us'] > 0 and j['flush']['time_us'] > 0" "writes and flushes take time"
+jcheck "j['write']['storage_time_us'] > 0 and j['flush']['storage_time_us'] > 0 and $within" \
+    "writes and flushes on the store"
 
 echo "refused requests count as errors of their kind, with no bytes"
 nbdsh -u "$(uri v)" -c '
@@ -80,6 +86,33 @@ count read 45 $((12288 + 1048576 + 40 * 4096)) 1
 count write 4 $((69632 + 1048576)) 1
 grep -Eq 'reads started ahead, [1-9][0-9]* of them used' "$T/blockd.log" \
     || fail "the sequential reads were not answered from read-ahead"
+jcheck "j['read']['storage_time_us'] > 0 and $within" "pieces and read-ahead on the store"
+
+echo "time on the store: without a payload's arrival, with a slow disk's"
+ctl volume create slow --size 16M >/dev/null
+$PY - 127.0.0.1 "$NBD_PORT" <<'EOF' || fail "a payload sent in two halves"
+import sys, time
+sys.path.insert(0, "tests/integration")
+from hostile import Conn, WRITE
+c = Conn(sys.argv[1], int(sys.argv[2]))
+c.start()
+c.go("slow")
+k = c.request(WRITE, 0, 65536, payload=b"h" * 32768)
+time.sleep(0.5)
+c.tx(b"h" * 32768)
+assert c.result(k) == (0, b""), "the write failed"
+c.close()
+EOF
+stats slow
+jcheck "j['write']['ops'] == 1 and j['write']['time_us'] >= 500000 and j['write']['storage_time_us'] < 250000" \
+    "half a second waiting for the payload, not on the store"
+api POST /v1/debug/faults '{"volume": "slow", "op": "write", "delay_ms": 300, "count": 1}'
+expect 204 "a delay"
+nbdsh -u "$(uri slow)" -c 'h.pwrite(b"d" * 4096, 0)' || fail "nbdsh: a delayed write"
+stats slow
+jcheck "j['write']['ops'] == 2 and j['write']['storage_time_us'] >= 300000 and $within" \
+    "the slow disk's 300 ms on the store"
+ctl volume delete slow >/dev/null
 
 echo "a snapshot's export is not counted in its volume's figures"
 ctl snapshot create v s1 >/dev/null
@@ -131,7 +164,7 @@ echo "blockctl volume stats"
 run ctl volume stats v
 ok "volume stats"
 grep -q '^volume: v$' "$T/out" || fail "no volume line: $(cat "$T/out")"
-grep -Eq '^write +404 +[0-9.]+[KM]? +1 +[0-9]+ us$' "$T/out" || fail "no write row: $(cat "$T/out")"
+grep -Eq '^write +404 +[0-9.]+[KM]? +1 +[0-9]+ us +[0-9]+ us$' "$T/out" || fail "no write row: $(cat "$T/out")"
 grep -Eq '^flush +1 +- +0 ' "$T/out" || fail "no flush row: $(cat "$T/out")"
 run ctl --json volume stats v
 ok "volume stats --json"
@@ -143,7 +176,7 @@ ok "volume stats --interval"
 head -n 1 "$T/out" | grep -q 'r/s.*w/s.*inflight' || fail "--interval header: $(cat "$T/out")"
 run ctl --json volume stats v --interval 0.2 --count 1
 ok "volume stats --json --interval"
-$PY -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["write"]["ops_per_second"] == 0 and j["in_flight"] == 0, j' "$T/out" \
+$PY -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["write"]["ops_per_second"] == 0 and j["write"]["storage_latency_us"] == 0 and j["in_flight"] == 0, j' "$T/out" \
     || fail "--json --interval: $(cat "$T/out")"
 run ctl volume stats nope
 err 1 "stats of an unknown volume"

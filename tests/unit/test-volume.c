@@ -618,10 +618,10 @@ stats_add_many (void *arg)
 {
   struct stats_adder *a = arg;
   for (unsigned i = 0; i < 10000; i++) {
-    vol_stats_add (a->v, a->slot, VOL_STAT_WRITE, 4096, 3, false);
+    vol_stats_add (a->v, a->slot, VOL_STAT_WRITE, 4096, 3, 2, false);
     if (i % 100 == 0)
-      vol_stats_add (a->v, a->slot, VOL_STAT_WRITE, 4096, 5, true);
-    vol_stats_add (a->v, a->slot, VOL_STAT_READ, 512, 1, false);
+      vol_stats_add (a->v, a->slot, VOL_STAT_WRITE, 4096, 5, 0, true);
+    vol_stats_add (a->v, a->slot, VOL_STAT_READ, 512, 1, 1, false);
   }
   return NULL;
 }
@@ -642,7 +642,8 @@ Test (volume, io_stats_add_up)
   cr_expect_str_eq (vi.name, "s");
   cr_expect (st.since <= before && st.since >= before - 60);
   for (unsigned k = 0; k < VOL_STAT_KINDS; k++)
-    cr_expect (st.kind[k].ops == 0 && st.kind[k].bytes == 0 && st.kind[k].time_ns == 0);
+    cr_expect (st.kind[k].ops == 0 && st.kind[k].bytes == 0 && st.kind[k].time_ns == 0
+               && st.kind[k].storage_ns == 0);
 
   unsigned slots[] = { 0, 1, 2, 1 + VOL_STAT_SLOTS };
   pthread_t th[4];
@@ -653,13 +654,15 @@ Test (volume, io_stats_add_up)
   }
   for (unsigned i = 0; i < 4; i++)
     pthread_join (th[i], NULL);
-  vol_stats_add (v, 0, VOL_STAT_KINDS, 1, 1, false);   /* no such kind: ignored */
+  vol_stats_add (v, 0, VOL_STAT_KINDS, 1, 1, 1, false);   /* no such kind: ignored */
 
   cr_assert_eq (vol_stats_get (t_st, vi.id, NULL, &st, err, sizeof err), 0, "%s", err);
   cr_expect_eq (st.kind[VOL_STAT_WRITE].ops, 4 * 10100);
   cr_expect_eq (st.kind[VOL_STAT_WRITE].errors, 4 * 100);
   cr_expect_eq (st.kind[VOL_STAT_WRITE].bytes, 4 * 10000 * 4096ULL);
   cr_expect_eq (st.kind[VOL_STAT_WRITE].time_ns, 4 * (10000 * 3 + 100 * 5));
+  cr_expect_eq (st.kind[VOL_STAT_WRITE].storage_ns, 4 * 10000 * 2);
+  cr_expect_eq (st.kind[VOL_STAT_READ].storage_ns, 4 * 10000);
   cr_expect_eq (st.kind[VOL_STAT_READ].ops, 4 * 10000);
   cr_expect_eq (st.kind[VOL_STAT_READ].bytes, 4 * 10000 * 512ULL);
   cr_expect_eq (st.kind[VOL_STAT_FLUSH].ops, 0);
