@@ -712,8 +712,10 @@ hole_replies (const struct blk_conn *c)
   return c->sess.structured && blk_cfg.hole_replies;
 }
 
-/* q now waits for the store (its time there is counted from its first
- * handing over, whatever is handed over again). */
+/* q now waits for the store: its time there is counted from its first
+ * handing over (whatever is handed over again), or for a write in pieces
+ * from its payload's last byte (payload_arrived), since the pieces before
+ * it were written while the payload arrived. */
 static void
 store_since (struct blk_conn *c, struct blk_req *q)
 {
@@ -891,7 +893,8 @@ start_piece (struct blk_conn *c, struct blk_req *q)
   io->buf = (char *) q->buf + q->submitted;
   io->done = piece_done;
   io->opaque = q;
-  store_since (c, q);
+  if (read)
+    store_since (c, q);
   q->submitted += io->length;
   q->pieces_out++;
   if (vol_io_submit (io) == 1) {
@@ -929,6 +932,8 @@ payload_arrived (struct blk_conn *c, struct blk_req *q)
       execute (c, q);
     return whole;
   }
+  if (whole)
+    store_since (c, q);
   while (q->submitted < q->r.length && (whole || q->payload_got - q->submitted >= q->piece_len))
     start_piece (c, q);
   if (whole && q->pieces_out == 0)

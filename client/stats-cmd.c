@@ -19,28 +19,35 @@ static const char *const kinds[NKINDS] = { "read", "write", "flush", "trim", "ze
 
 struct sample {
   uint64_t n[NKINDS][5];        /* ops, bytes, errors, time_us, storage_time_us */
+  bool has_storage;             /* storage_time_us was there (a blockd from before it: no) */
   char id[64], since[32];       /* whose counts, counted since when */
   double t;                     /* CLOCK_MONOTONIC seconds when read */
 };
 
 /* Read the counters of a stats object into *s.  Returns false if one is
- * missing or not a count (storage_time_us may be missing: a blockd from
- * before it counts 0). */
+ * missing or not a count (storage_time_us may be missing everywhere: a
+ * blockd from before it). */
 static bool
 parse_sample (struct json_object *j, struct sample *s)
 {
   static const char *const fields[5] = { "ops", "bytes", "errors", "time_us", "storage_time_us" };
+  unsigned with_storage = 0;
   for (unsigned k = 0; k < NKINDS; k++) {
     struct json_object *o, *x;
     if (!json_object_object_get_ex (j, kinds[k], &o))
       return false;
     for (unsigned f = 0; f < 5; f++) {
       s->n[k][f] = 0;
-      if ((f < 4 || json_object_object_get_ex (o, fields[f], &x))
-          && !ctl_json_u64 (o, fields[f], &s->n[k][f]))
+      if (f == 4 && !json_object_object_get_ex (o, fields[f], &x))
+        continue;
+      if (!ctl_json_u64 (o, fields[f], &s->n[k][f]))
         return false;
+      with_storage += f == 4;
     }
   }
+  if (with_storage != 0 && with_storage != NKINDS)
+    return false;
+  s->has_storage = with_storage != 0;
   struct json_object *v;
   snprintf (s->id, sizeof s->id, "%s",
             json_object_object_get_ex (j, "id", &v) ? json_object_get_string (v) : "");
@@ -101,7 +108,8 @@ print_totals (struct json_object *j, const struct sample *s)
     const uint64_t *n = s->n[k];
     if (n[0]) {
       snprintf (lat, sizeof lat, "%.0f us", (double) n[3] / (double) n[0]);
-      snprintf (st, sizeof st, "%.0f us", (double) n[4] / (double) n[0]);
+      if (s->has_storage)
+        snprintf (st, sizeof st, "%.0f us", (double) n[4] / (double) n[0]);
     }
     printf ("%-6s %12llu %10s %8llu %14s %14s\n", kinds[k], (unsigned long long) n[0],
             k == FLUSH ? "-" : size_format (n[1], b, sizeof b), (unsigned long long) n[2], lat, st);
@@ -151,21 +159,26 @@ print_rates (const struct ctl_globals *g, const struct sample *a, const struct s
                               json_object_new_int64 ((int64_t) (b->n[k][2] - a->n[k][2])));
       json_object_object_add (c, "latency_us", json_object_new_double (latency_us (a, b, k, 3)));
       json_object_object_add (c, "storage_latency_us",
-                              json_object_new_double (latency_us (a, b, k, 4)));
+                              b->has_storage ? json_object_new_double (latency_us (a, b, k, 4))
+                                             : NULL);
       json_object_object_add (o, kinds[k], c);
     }
     json_object_object_add (o, "in_flight", json_object_new_double (in_flight (a, b)));
     puts (json_object_to_json_string_ext (o, JSON_C_TO_STRING_PLAIN));
     json_object_put (o);
   }
-  else
-    printf ("%9.0f %8.1f %8.0f %8.0f %9.0f %8.1f %8.0f %8.0f %7.0f %8.0f %7.0f %8.2f\n",
-            rate (a, b, READ, 0), rate (a, b, READ, 1) / 1048576, latency_us (a, b, READ, 3),
-            latency_us (a, b, READ, 4),
-            rate (a, b, WRITE, 0), rate (a, b, WRITE, 1) / 1048576, latency_us (a, b, WRITE, 3),
-            latency_us (a, b, WRITE, 4),
+  else {
+    char rst[32] = "-", wst[32] = "-";
+    if (b->has_storage) {
+      snprintf (rst, sizeof rst, "%.0f", latency_us (a, b, READ, 4));
+      snprintf (wst, sizeof wst, "%.0f", latency_us (a, b, WRITE, 4));
+    }
+    printf ("%9.0f %8.1f %8.0f %8s %9.0f %8.1f %8.0f %8s %7.0f %8.0f %7.0f %8.2f\n",
+            rate (a, b, READ, 0), rate (a, b, READ, 1) / 1048576, latency_us (a, b, READ, 3), rst,
+            rate (a, b, WRITE, 0), rate (a, b, WRITE, 1) / 1048576, latency_us (a, b, WRITE, 3), wst,
             rate (a, b, FLUSH, 0), latency_us (a, b, FLUSH, 3),
             rate (a, b, TRIM, 0) + rate (a, b, ZERO, 0), in_flight (a, b));
+  }
   fflush (stdout);
 }
 

@@ -214,9 +214,9 @@ bool vol_written_since (struct volume *v, uint64_t offset, uint32_t length, uint
  * time from each one's arrival to its answer (summed, so that its change
  * over an interval divided by the interval is the average number in
  * flight), and the part of that time each spent on the store: from the
- * request's handing to the store (the whole payload in, or the first of
- * its pieces) to its answer; 0 for one answered without it.  The rest is
- * the wait for a write's payload and for the loop to take the request up.
+ * request's handing to the store (a write's whole payload in; a read in
+ * pieces: its first piece) to its answer; 0 for one answered without it.
+ * The rest is a write's wait for its payload.
  * blockd counts them as it answers; they start at zero when the volume is
  * loaded (the daemon's start) or created. */
 enum vol_stat_kind {

@@ -252,9 +252,9 @@ for x in (r, b):
     --json "$T/results5.json" >"$T/out5" || fail "report of the blockd runs failed"
 grep -q '^| target | IOPS | .* | lat mean µs | µs in server | µs on its store | µs queued at server | µs queued at client | server CPU s/s ' "$T/out5" \
     || fail "no µs in server column: $(cat "$T/out5")"
-grep -Eq '^\| real \|.* \| [0-9.,]+ \| [0-9.,]+ \| [0-9.,]+ \| [0-9.]+ \| [0-9,]+ \|' "$T/out5" \
+grep -Eq '^\| real \|.* \| [0-9.,]+ \| [0-9.,]+ \| [0-9.,]+ \| [0-9.,]+ \| [0-9.]+ \| [0-9,]+ \|' "$T/out5" \
     || fail "the real row: $(cat "$T/out5")"
-grep -Eq '^\| blind \|.* \| n/a \| n/a \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9,]+ \|' "$T/out5" \
+grep -Eq '^\| blind \|.* \| n/a \| n/a \| [0-9.,]+ \| [0-9.,]+ \| [0-9.]+ \| [0-9,]+ \|' "$T/out5" \
     || fail "the blind row: $(cat "$T/out5")"
 
 # What waits in the sockets, counted exactly: a client sends 10 read
