@@ -33,16 +33,17 @@ parse_sample (struct json_object *j, struct sample *s)
   static const char *const fields[5] = { "ops", "bytes", "errors", "time_us", "storage_time_us" };
   unsigned with_storage = 0;
   for (unsigned k = 0; k < NKINDS; k++) {
-    struct json_object *o, *x;
+    struct json_object *o;
     if (!json_object_object_get_ex (j, kinds[k], &o))
       return false;
     for (unsigned f = 0; f < 5; f++) {
       s->n[k][f] = 0;
-      if (f == 4 && !json_object_object_get_ex (o, fields[f], &x))
-        continue;
+      if (f == 4 && !json_object_object_get_ex (o, fields[f], NULL))
+        continue;                 /* a blockd from before the store's count */
       if (!ctl_json_u64 (o, fields[f], &s->n[k][f]))
         return false;
-      with_storage += f == 4;
+      if (f == 4)
+        with_storage++;
     }
   }
   if (with_storage != 0 && with_storage != NKINDS)
