@@ -5,6 +5,9 @@ set -e
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 BUILD=${BUILD:-build}
+# relative to the checkout (another worktree's build: BUILD=../../tmp/wt/build);
+# an absolute one would make its directories under the checkout
+case $BUILD in /*) echo "FAIL: BUILD=$BUILD: give it relative to $ROOT"; exit 1 ;; esac
 BLOCKD=$ROOT/$BUILD/blockd
 BLOCKCTL=$ROOT/$BUILD/blockctl
 PY=/usr/bin/python3
