@@ -91,7 +91,11 @@ cpu_relax (void)
  * requests of 64 KiB or more on average, in three A/Bs: 1M QD4 writes
  * +18..24%, 128k QD8 writes +16%, +16% and, with both CPUs nearly busy,
  * +1%; it takes 0.12..0.3 more CPU-s/s while large writes stream
- * (docs/BENCHMARKS.md, fourth pass). */
+ * (docs/BENCHMARKS.md, fourth pass).  Measured again since, it buys less:
+ * at most 4.5% for 128k writes in the eighth pass, and 0..2.4% in the
+ * twenty-eighth (1M writes even), for 8..16% more server CPU per write.
+ * It stays for the 128k write goal, which is not met; poll-us = 0 turns
+ * it off. */
 #define POLL_MAX_INFLIGHT 1
 #define POLL_MAX_INFLIGHT_LARGE 8
 #define LARGE_AVG (64u * 1024)
