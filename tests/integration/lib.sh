@@ -18,6 +18,9 @@ mkdir -p "$ROOT/$BUILD/tmp"
 # Under the build tree, not /tmp: the pool needs a filesystem with O_DIRECT.
 T=$(mktemp -d "$ROOT/$BUILD/tmp/$(basename "$0" .sh).XXXXXX")
 BLOCKD_PID=
+# PIDs of background helpers a test starts (stand-in servers): cleanup
+# kills them, or its wait for the children would hang on them
+HELPER_PIDS=
 DATA_DIR=
 NBD_PORT=
 API_PORT=
@@ -130,6 +133,7 @@ experr () {
 
 cleanup () {
     [ -n "$BLOCKD_PID" ] && kill -9 "$BLOCKD_PID" 2>/dev/null
+    for _p in $HELPER_PIDS; do kill -9 "$_p" 2>/dev/null || true; done
     wait 2>/dev/null
     [ -n "$KEEP_TEST_DIR" ] || rm -rf "$T" ${DATA_DIR:+"$DATA_DIR"}
 }

@@ -228,6 +228,7 @@ json.dump(j, open(sys.argv[1], "w"))
 web_port=$(free_port)
 (cd "$T/www" && exec "$PY" -m http.server --bind 127.0.0.1 "$web_port") >"$T/web.log" 2>&1 &
 web=$!
+HELPER_PIDS="$HELPER_PIDS $web"
 _n=0
 until curl -sf "http://127.0.0.1:$web_port/v1/volumes/old/stats" >/dev/null; do
     _n=$((_n + 1)); [ $_n -lt 100 ] || fail "the old API's stand-in did not start"; sleep 0.05
